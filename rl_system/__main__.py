@@ -1,0 +1,3 @@
+from rl_system.cli import main
+
+main()

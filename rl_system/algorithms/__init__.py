@@ -1,0 +1,1 @@
+"""Training algorithms as pure torch functions (no Ray, no DeepSpeed)."""

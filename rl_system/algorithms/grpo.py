@@ -1,0 +1,82 @@
+"""GRPO math in plain torch: group advantages, the clipped policy loss, k3 KL, loss aggregation.
+
+Shapes: per-token tensors are (batch, completion_len) with a 0/1 `mask` for real tokens.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, std_norm: bool = True,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """(r - mean of its group) [/ (std of its group + eps)], vectorised over group ids.
+
+    The std is the unbiased one; a group of one sample gets advantage 0.
+    """
+    rewards = rewards.float()
+    _, inverse = torch.unique(group_ids, return_inverse=True)
+    num_groups = int(inverse.max()) + 1
+    count = torch.zeros(num_groups).index_add_(0, inverse, torch.ones_like(rewards))
+    mean = torch.zeros(num_groups).index_add_(0, inverse, rewards) / count
+    centred = rewards - mean[inverse]
+    if not std_norm:
+        return centred
+    sq = torch.zeros(num_groups).index_add_(0, inverse, centred ** 2)
+    std = torch.sqrt(sq / (count - 1).clamp(min=1))[inverse]
+    return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+
+
+def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                        epsilon_low: float, epsilon_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO-style loss -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) and where clipping bit.
+
+    `advantages` is per sequence (batch,) and is broadcast over tokens.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    adv = advantages.unsqueeze(-1)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(policy || ref): exp(ref - lp) - (ref - lp) - 1, >= 0."""
+    log_ratio = ref_logprobs - logprobs
+    return torch.exp(log_ratio) - log_ratio - 1
+
+
+def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, normalizer: float) -> torch.Tensor:
+    """Sums this batch's share of the loss and divides by a normaliser computed over the GLOBAL batch.
+
+    - "seq-mean-token-mean" (GRPO paper): mean over each sequence's tokens, then over sequences;
+      normalizer = number of sequences in the global batch.
+    - "token-mean" (DAPO): every token weighs the same; normalizer = real tokens in the global batch.
+    - "seq-mean-token-sum-norm" (Dr. GRPO): token sums over a constant;
+      normalizer = sequences in the global batch x max completion length.
+    Summing the per-shard results over ranks and micro-batches gives the global loss exactly,
+    whatever the per-device batch size.
+    """
+    if mode == "seq-mean-token-mean":
+        per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_seq.sum() / normalizer
+    if mode in ("token-mean", "seq-mean-token-sum-norm"):
+        return (per_token * mask).sum() / normalizer
+    raise ValueError(f"learner.loss_agg '{mode}': unknown aggregation")
+
+
+def loss_normalizer(mode: str, completion_lengths: list[int], max_completion_len: int) -> float:
+    """The global-batch denominator `aggregate_loss` expects for `mode`."""
+    if mode == "seq-mean-token-mean":
+        return float(len(completion_lengths))
+    if mode == "token-mean":
+        return float(max(1, sum(completion_lengths)))
+    if mode == "seq-mean-token-sum-norm":
+        return float(len(completion_lengths) * max_completion_len)
+    raise ValueError(f"learner.loss_agg '{mode}': unknown aggregation")
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) under softmax(logits / temperature); logits (B, T, V), tokens (B, T)."""
+    logits = logits.float() / temperature
+    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)

@@ -1,0 +1,262 @@
+"""Typed run configuration: frozen dataclasses loaded from YAML plus `a.b=c` overrides.
+
+Every problem is reported as one line naming the key: an unknown key, a wrong type, or a
+value outside its range all raise ConfigError before any worker starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "models/smollm2-135m-instruct"  # a local Hugging Face directory
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "reasoning_gym"  # "reasoning_gym" or "file"
+    task: str = "chain_sum"  # reasoning-gym dataset name
+    task_args: dict = field(
+        default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    )
+    path: str = ""  # json / jsonl / parquet file when source == "file"
+    prompt_column: str = "question"
+    answer_column: str = "answer"
+    num_train: int = 1000
+    num_eval: int = 64
+    seed: int = 0
+    system_prompt: str = ""  # empty: the built-in R1 prompt with one tagged example
+    prefill: str = "<think>"  # start of the assistant turn, as TinyZero-style recipes do
+
+
+@dataclass(frozen=True)
+class RewardFunctionConfig:
+    name: str  # a registered reward ("format", "accuracy") or "package.module:function"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    functions: tuple[RewardFunctionConfig, ...] = (
+        RewardFunctionConfig("format", 0.5),
+        RewardFunctionConfig("accuracy", 1.0),
+    )
+    timeout_s: float = 30.0  # per call of one reward function on one group
+    failure_score: float = 0.0  # score given when a reward function raises or times out
+    num_workers: int = 1
+    num_cpus: float = 0.5
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    num_workers: int = 2
+    group_size: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    dtype: str = "bfloat16"  # generation copy of the weights; the learner keeps fp32 masters
+    stop_strings: tuple[str, ...] = ("</answer>",)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    num_ranks: int = 2
+    zero_stage: int = 2
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8  # sequences per forward/backward on one rank
+    beta: float = 0.0  # KL coefficient; 0 loads no reference model
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO)
+    loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
+    autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
+    deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
+    placement_strategy: str = "PACK"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    num_threads: int = 0  # 0 = machine cores / ranks
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = ""  # "" starts a local Ray; "auto" joins a running cluster
+    num_cpus: int = 0  # logical CPUs for a local Ray; 0 = enough for every actor
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    namespace: str = "rl_system"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    prompts_per_step: int = 4
+    num_steps: int = 25
+    max_staleness: int = 0  # policy versions a group may lag; 0 = strictly on-policy
+    buffer_capacity: int = 64  # prompt groups held at most
+    seed: int = 0
+    output_dir: str = "runs/r1_zero"
+    eval_before: bool = True
+    eval_after: bool = True
+    eval_max_new_tokens: int = 64
+    sync_timeout_s: float = 300.0  # deadline on one whole weight publish
+    save_checkpoint: bool = True
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _check(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def _validate(c: TrainConfig) -> None:
+    positive = {
+        "prompts_per_step": c.prompts_per_step, "num_steps": c.num_steps,
+        "buffer_capacity": c.buffer_capacity, "rollout.num_workers": c.rollout.num_workers,
+        "rollout.group_size": c.rollout.group_size, "rollout.max_new_tokens": c.rollout.max_new_tokens,
+        "learner.num_ranks": c.learner.num_ranks, "learner.micro_batch_size": c.learner.micro_batch_size,
+        "reward.num_workers": c.reward.num_workers, "data.num_eval": c.data.num_eval,
+        "data.num_train": c.data.num_train, "eval_max_new_tokens": c.eval_max_new_tokens,
+    }
+    for key, value in positive.items():
+        _check(value > 0, key, "a positive integer", value)
+    for key, value in {"learner.lr": c.learner.lr, "rollout.temperature": c.rollout.temperature,
+                       "reward.timeout_s": c.reward.timeout_s, "sync_timeout_s": c.sync_timeout_s}.items():
+        _check(value > 0, key, "a positive number", value)
+    _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
+    _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
+    _check(c.learner.beta >= 0, "learner.beta", "a number >= 0", c.learner.beta)
+    _check(c.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "0, 1, 2 or 3", c.learner.zero_stage)
+    _check(c.learner.loss_agg in LOSS_AGG_MODES, "learner.loss_agg", f"one of {LOSS_AGG_MODES}",
+           c.learner.loss_agg)
+    _check(c.data.source in ("reasoning_gym", "file"), "data.source", "'reasoning_gym' or 'file'",
+           c.data.source)
+    _check(c.data.source != "file" or bool(c.data.path), "data.path", "a file path when data.source is 'file'",
+           c.data.path)
+    for key, value in {"rollout.dtype": c.rollout.dtype, "learner.autocast_dtype": c.learner.autocast_dtype}.items():
+        _check(value in DTYPES, key, f"one of {DTYPES}", value)
+    _check(len(c.reward.functions) > 0, "reward.functions", "at least one reward function", [])
+    sequences = c.prompts_per_step * c.rollout.group_size
+    per_rank = c.learner.num_ranks * c.learner.micro_batch_size
+    _check(sequences % per_rank == 0, "learner.micro_batch_size",
+           f"learner.num_ranks x micro_batch_size to divide prompts_per_step x group_size = {sequences}",
+           c.learner.micro_batch_size)
+    _check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
+           c.buffer_capacity)
+
+
+LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                cls: type = TrainConfig):
+    """Builds `cls` from a YAML file (optional) and `a.b=c` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}': not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping at the top level")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. learner.lr=1e-5")
+        _set_dotted(raw, key.strip().split("."), yaml.safe_load(value))
+    return _build(cls, raw, prefix="")
+
+
+def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        tree = tree.setdefault(k, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+    tree[keys[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str):
+    where = prefix.rstrip(".") or "<top>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{where}': expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}' (known here: {', '.join(sorted(names))})")
+    kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field left out
+        raise ConfigError(f"config section '{where}': {e}") from None
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        return _coerce(next(o for o in options if o is not type(None)), value, key)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        _check(isinstance(value, (list, tuple)), key, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        _check(len(value) == len(args), key, f"a list of {len(args)} items", value)
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is dict:
+        _check(isinstance(value, dict), key, "a mapping", value)
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-6" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, "a number", value)
+        return float(value)
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, "an integer", value)
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), key, "true or false", value)
+        return value
+    if hint is str:
+        _check(isinstance(value, str), key, "a string", value)
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {hint}")
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)

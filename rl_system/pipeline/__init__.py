@@ -1,0 +1,1 @@
+"""Pipeline drivers: each is one readable loop over worker-group calls."""

@@ -1,0 +1,57 @@
+"""Rule rewards with TRL's signature: f(prompts, completions, **columns) -> list[float].
+
+`completions` are the whole assistant turns, the prefilled `<think>` included.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+STRICT_FORMAT = re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*$",
+                           re.DOTALL)
+ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def extract_answer(completion: str) -> str | None:
+    """The text of the last <answer>...</answer> block, stripped; None when there is none."""
+    found = ANSWER.findall(completion)
+    return found[-1].strip() if found else None
+
+
+def format_reward(prompts, completions, **columns) -> list[float]:
+    """1.0 when the turn is exactly <think>...</think> <answer>...</answer>, one of each, else 0.0."""
+    return [1.0 if STRICT_FORMAT.match(c) else 0.0 for c in completions]
+
+
+def accuracy_reward(prompts, completions, answer, task=None, metadata=None, **columns) -> list[float]:
+    """Grades the <answer> text: reasoning-gym's own grader for gym tasks, math-verify otherwise."""
+    scores = []
+    for i, completion in enumerate(completions):
+        given = extract_answer(completion)
+        if given is None:
+            scores.append(0.0)
+        elif task is not None and task[i]:
+            scores.append(_gym_score(task[i], given, answer[i], metadata[i] if metadata else None))
+        else:
+            scores.append(_math_verify_score(given, answer[i]))
+    return scores
+
+
+def _gym_score(task: str, given: str, gold: str, metadata: str | dict | None) -> float:
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
+    import reasoning_gym
+
+    meta = json.loads(metadata) if isinstance(metadata, str) else (metadata or {})
+    return float(reasoning_gym.get_score_answer_fn(task)(given, {"answer": gold, "metadata": meta}))
+
+
+def _math_verify_score(given: str, gold: str) -> float:
+    from math_verify import parse, verify
+
+    # math-verify wants delimiters to find LaTeX; a bare answer is wrapped so "1/2" parses.
+    def parsed(text: str):
+        return parse(text if "$" in text or "\\" in text else f"${text}$")
+
+    return 1.0 if verify(parsed(gold), parsed(given)) else 0.0

@@ -1,0 +1,72 @@
+"""Runs reward functions in a killable child process with a deadline per call.
+
+A reward that raises, hangs or returns the wrong shape costs a counted failure score, never
+the run. The child process also gives math-verify the main thread its signal-based timeout
+needs, which Ray worker threads do not have.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass, field
+
+from rl_system.rewards import resolve_reward
+
+
+def _call(name: str, prompts: list[str], completions: list[str], columns: dict) -> list:
+    return list(resolve_reward(name)(prompts, completions, **columns))
+
+
+@dataclass
+class RewardResult:
+    scores: dict[str, list[float]]  # per reward function, unweighted
+    total: list[float]  # weighted sum
+    failures: dict[str, int] = field(default_factory=dict)  # per function: calls that raised or timed out
+    seconds: float = 0.0
+
+
+class RewardRunner:
+    def __init__(self, functions: list[tuple[str, float]], timeout_s: float, failure_score: float = 0.0):
+        for name, _ in functions:
+            resolve_reward(name)  # unknown names fail here, before any scoring
+        self.functions, self.timeout_s, self.failure_score = functions, timeout_s, failure_score
+        self.failure_counts = {name: 0 for name, _ in functions}
+        self._pool = None
+
+    def _get_pool(self):
+        if self._pool is None:
+            self._pool = multiprocessing.get_context("spawn").Pool(processes=1)
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def score(self, prompts: list[str], completions: list[str], columns: dict[str, list]) -> RewardResult:
+        start = time.perf_counter()
+        n = len(completions)
+        scores, failures = {}, {}
+        for name, _ in self.functions:
+            try:
+                values = self._get_pool().apply_async(_call, (name, prompts, completions, columns)).get(self.timeout_s)
+                if len(values) != n:
+                    raise ValueError(f"returned {len(values)} scores for {n} completions")
+                # None means "not applicable to this sample" (TRL convention): no contribution.
+                values = [0.0 if v is None else float(v) for v in values]
+            except multiprocessing.TimeoutError:
+                self._kill_pool()  # the hung call dies with its process
+                values, failures[name] = [self.failure_score] * n, 1
+            except Exception:
+                values, failures[name] = [self.failure_score] * n, 1
+            scores[name] = values
+        for name, count in failures.items():
+            self.failure_counts[name] += count
+        total = [sum(w * scores[name][i] for name, w in self.functions) for i in range(n)]
+        return RewardResult(scores, total, failures, time.perf_counter() - start)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None

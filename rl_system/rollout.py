@@ -1,0 +1,85 @@
+"""Sampling G completions per prompt with a KV cache, recording behaviour log-probs."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from rl_system.algorithms.grpo import token_logprobs
+from rl_system.data import Problem, format_prompt
+from rl_system.types import PromptGroup
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+    stop_strings: tuple[str, ...] = ("</answer>",)
+
+
+class _StopRecorder(StoppingCriteria):
+    """Stops a sequence at EOS or a stop string and remembers how many tokens it kept."""
+
+    def __init__(self, tokenizer, prompt_len: int, batch: int, stop_strings: tuple[str, ...]):
+        self.tokenizer, self.prompt_len, self.stop_strings = tokenizer, prompt_len, stop_strings
+        self.eos_ids = {tokenizer.eos_token_id}
+        self.lengths: list[int | None] = [None] * batch
+        self.tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for s in stop_strings] + [1]) + 2
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.prompt_len
+        for i, length in enumerate(self.lengths):
+            if length is not None:
+                continue
+            row = input_ids[i, self.prompt_len:]
+            if int(row[-1]) in self.eos_ids:
+                self.lengths[i] = generated
+            elif self.stop_strings:
+                text = self.tokenizer.decode(row[-self.tail:])
+                if any(s in text for s in self.stop_strings):
+                    self.lengths[i] = generated
+        return torch.tensor([length is not None for length in self.lengths], device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
+                    system_prompt: str = "", prefill: str = "<think>") -> list[PromptGroup]:
+    """One PromptGroup per problem, each with params.n completions, in one batched generate call."""
+    start = time.perf_counter()
+    texts = [format_prompt(tokenizer, p.question, system_prompt, prefill) for p in problems]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    prompt_len = enc["input_ids"].shape[1]
+    recorder = _StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
+    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+    out = model.generate(
+        **enc, do_sample=not params.greedy, num_return_sequences=params.n, max_new_tokens=params.max_new_tokens,
+        stopping_criteria=StoppingCriteriaList([recorder]), output_logits=True, return_dict_in_generate=True,
+        pad_token_id=tokenizer.pad_token_id, **sampling,
+    )
+    generated = out.sequences[:, prompt_len:]
+    temperature = 1.0 if params.greedy else params.temperature
+    logprobs = torch.stack([token_logprobs(step_logits, generated[:, t], temperature)
+                            for t, step_logits in enumerate(out.logits)], dim=1).cpu()
+    generated = generated.cpu()
+    elapsed = time.perf_counter() - start
+
+    groups = []
+    for p_idx, problem in enumerate(problems):
+        prompt_ids = enc["input_ids"][p_idx][enc["attention_mask"][p_idx].bool()].tolist()
+        rows = range(p_idx * params.n, (p_idx + 1) * params.n)
+        lengths = [recorder.lengths[r] or generated.shape[1] for r in rows]
+        ids = [generated[r, :n].tolist() for r, n in zip(rows, lengths)]
+        groups.append(PromptGroup(
+            problem=problem, prompt_ids=prompt_ids, completion_ids=ids,
+            completions=[prefill + tokenizer.decode(x, skip_special_tokens=True) for x in ids],
+            logprobs=[logprobs[r, :n].tolist() for r, n in zip(rows, lengths)],
+            truncated=[recorder.lengths[r] is None for r in rows],
+            policy_version=policy_version, generate_s=elapsed / len(problems),
+        ))
+    return groups

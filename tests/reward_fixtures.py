@@ -1,0 +1,23 @@
+"""Misbehaving reward functions for the runner's containment tests (imported by name in a child process)."""
+import time
+
+
+def hangs(prompts, completions, **columns):
+    time.sleep(60)
+    return [1.0] * len(completions)
+
+
+def raises(prompts, completions, **columns):
+    raise RuntimeError("grader crashed")
+
+
+def wrong_length(prompts, completions, **columns):
+    return [1.0]
+
+
+def length_bonus(prompts, completions, **columns):
+    return [float(len(c)) for c in completions]
+
+
+def not_applicable(prompts, completions, **columns):
+    return [None] * len(completions)
