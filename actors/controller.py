@@ -30,7 +30,7 @@ def connect(cfg: TrainConfig) -> None:
                         "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))}}
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS", "")  # `ray job submit` sets RAY_ADDRESS
     if address:
-        ray.init(address=address, namespace=cfg.cluster.namespace, runtime_env=env)
+        ray.init(address=address, namespace=cfg.cluster.namespace)  # the job's runtime env applies
         return
     needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.rollout.num_workers * cfg.rollout.num_cpus
               + cfg.reward.num_workers * cfg.reward.num_cpus)
@@ -129,6 +129,7 @@ class RayWorkers:
         return ray.get(self.learners.call("parameter_checksum"))[0]  # collective under ZeRO-3
 
     def shutdown(self) -> None:
+        ray.get(self.rewards.call("close"))
         for group in (self.learners, self.rollouts, self.rewards):
             group.kill()
         ray.kill(self.buffer)

@@ -28,3 +28,6 @@ class RuleRewardWorker:
 
     def failure_counts(self) -> dict[str, int]:
         return dict(self.runner.failure_counts)
+
+    def close(self) -> None:
+        self.runner.close()  # end the grader process cleanly before the actor is killed

@@ -17,7 +17,7 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2",
         "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=2",
-        "learner.zero_stage=2", "learner.num_ranks=2", "rollout.num_workers=2", "learner.lr=1e-3",
+        "learner.zero_stage=2", "learner.num_ranks=2", "rollout.num_workers=2", "learner.lr=1e-3", "learner.beta=0.01",
         # A length reward gives the random model's groups a spread, hence non-zero advantages.
         "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
         "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
@@ -42,6 +42,7 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
         assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
         assert m["time/generate"] > 0 and m["time/train"] > 0 and m["time/weight_sync"] > 0
         assert m["staleness/max"] == 0
+        assert m["kl"] >= 0  # beta > 0: the reference model is loaded and the KL is logged
     assert set(results) == {"before", "after"} and results["after"]["num_problems"] == 4
     checkpoint = tmp_path / "run" / "checkpoint"
     assert (checkpoint / "model.safetensors").is_file()

@@ -36,7 +36,10 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
     writer = MetricsWriter(run_dir)
     train_set, eval_set = load_splits(cfg.data)
     sampler = PromptSampler(train_set, cfg.seed)
-    results = {"before": evaluate(workers, eval_set, cfg)} if cfg.eval_before else {}
+    results = {}
+    if cfg.eval_before:
+        results["before"] = evaluate(workers, eval_set, cfg)
+        print(results_table(results), flush=True)
     version = 0
 
     for step in tqdm(range(1, cfg.num_steps + 1), desc="GRPO", unit="step", dynamic_ncols=True):
