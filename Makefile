@@ -27,8 +27,8 @@ $(VENV)/.installed: pyproject.toml
 $(MODEL)/config.json: $(VENV)/.installed
 	$(PY) -m rl_system prepare-model --output $(MODEL)
 
-demo: $(MODEL)/config.json
-	$(PY) -m rl_system train --config configs/r1_zero.yaml
+demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps=40"
+	$(PY) -m rl_system train --config configs/r1_zero.yaml $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

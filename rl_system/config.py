@@ -123,7 +123,7 @@ class TrainConfig:
     eval_after: bool = True
     eval_max_new_tokens: int = 64
     sync_timeout_s: float = 300.0  # deadline on one whole weight publish
-    save_checkpoint: bool = True
+    checkpoint_every: int = 10  # steps between checkpoints (0: only at the end); the last is always saved
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -150,6 +150,7 @@ def _validate(c: TrainConfig) -> None:
         _check(value > 0, key, "a positive number", value)
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
     _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
+    _check(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0", c.checkpoint_every)
     _check(c.learner.beta >= 0, "learner.beta", "a number >= 0", c.learner.beta)
     _check(c.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "0, 1, 2 or 3", c.learner.zero_stage)
     _check(c.learner.loss_agg in LOSS_AGG_MODES, "learner.loss_agg", f"one of {LOSS_AGG_MODES}",

@@ -6,6 +6,7 @@ actor groups); this file never sees Ray and reads as one program.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,7 +41,7 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
     if cfg.eval_before:
         results["before"] = evaluate(workers, eval_set, cfg)
         print(results_table(results), flush=True)
-    version = 0
+    version, generated, scored_total = 0, 0, 0
 
     for step in tqdm(range(1, cfg.num_steps + 1), desc="GRPO", unit="step", dynamic_ncols=True):
         timer = StepTimer()
@@ -57,14 +58,16 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
                 version += 1
             with timer("weight_sync"):
                 workers.sync_weights(version)
+        generated, scored_total = generated + len(rollouts), scored_total + len(scored)
         metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
+        metrics.update({"groups/generated": generated, "groups/scored": scored_total})
         writer.log(step, metrics)
         tqdm.write(f"step {step:3d}  reward {metrics['reward/total']:.3f}  acc {metrics['accuracy']:.2f}  "
                    f"format {metrics['format_rate']:.2f}  loss {metrics['loss']:+.4f}  {metrics['time/step']:.1f}s")
+        if step == cfg.num_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+            save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
+                            data_cursor=sampler.cursor)
 
-    if cfg.save_checkpoint:
-        save_checkpoint(cfg, workers, run_dir / "checkpoint", step=cfg.num_steps, version=version,
-                        data_cursor=sampler.cursor)
     if cfg.eval_after:
         results["after"] = evaluate(workers, eval_set, cfg)
     writer.close()
@@ -114,9 +117,16 @@ def step_metrics(summaries: list[dict], learner: dict, seconds: dict, lags: list
 
 
 def save_checkpoint(cfg: TrainConfig, workers: Workers, path: Path, **state) -> None:
-    """An HF `save_pretrained` directory plus trainer_state.json (step, version, data cursor, config)."""
-    workers.save(str(path))
-    (path / "trainer_state.json").write_text(json.dumps({**state, "config": to_dict(cfg)}, indent=2, default=str))
+    """An HF `save_pretrained` directory plus trainer_state.json (step, version, data cursor, config).
+
+    Written beside the previous one and swapped in, so a crash mid-save keeps the last good one.
+    """
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    workers.save(str(partial))
+    (partial / "trainer_state.json").write_text(json.dumps({**state, "config": to_dict(cfg)}, indent=2, default=str))
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
 
 
 def results_table(results: dict) -> str:
