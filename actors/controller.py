@@ -14,7 +14,7 @@ import ray
 from actors.group import ActorGroup
 from actors.learner import LearnerRank
 from actors.replay_buffer import ReplayBuffer
-from actors.reward import RuleRewardWorker
+from actors.reward import ModelRewardPool, RuleRewardWorker
 from actors.rollout import RolloutWorker
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
@@ -33,7 +33,7 @@ def connect(cfg: TrainConfig) -> None:
         ray.init(address=address, namespace=cfg.cluster.namespace)  # the job's runtime env applies
         return
     needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.rollout.num_workers * cfg.rollout.num_cpus
-              + cfg.reward.num_workers * cfg.reward.num_cpus)
+              + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models))
     ray.init(num_cpus=cfg.cluster.num_cpus or max(math.ceil(needed), os.cpu_count() or 1),
              include_dashboard=cfg.cluster.include_dashboard, dashboard_host=cfg.cluster.dashboard_host,
              namespace=cfg.cluster.namespace, runtime_env=env)
@@ -41,47 +41,70 @@ def connect(cfg: TrainConfig) -> None:
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Absolute paths, since actors do not share the driver's working directory."""
-    model = Path(cfg.model.path)
-    if model.exists():
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=str(model.resolve())))
-    return dataclasses.replace(cfg, output_dir=str(Path(cfg.output_dir).resolve()))
+    def absolute(path: str) -> str:
+        return str(Path(path).resolve()) if Path(path).exists() else path
+
+    models = tuple(dataclasses.replace(m, path=absolute(m.path)) for m in cfg.reward.models)
+    return dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, path=absolute(cfg.model.path)),
+        reward=dataclasses.replace(cfg.reward, models=models),
+        collect=dataclasses.replace(cfg.collect, output_dir=str(Path(cfg.collect.output_dir).resolve())),
+        output_dir=str(Path(cfg.output_dir).resolve()))
 
 
 class RayWorkers:
-    def __init__(self, cfg: TrainConfig):
+    """Every worker group of a run. `with_learner=False` starts only rollout and reward workers
+    (sample collection, evaluation)."""
+
+    def __init__(self, cfg: TrainConfig, with_learner: bool = True):
         self.cfg = cfg
         rc, lc, wc = cfg.rollout, cfg.learner, cfg.reward
-        self.learners = ActorGroup(LearnerRank, "learner", lc.num_ranks, cfg, lc.num_ranks,
-                                   num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, strategy=lc.placement_strategy)
+        self.learners = None
+        if with_learner:
+            self.learners = ActorGroup(LearnerRank, "learner", lc.num_ranks, cfg, lc.num_ranks,
+                                       num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, strategy=lc.placement_strategy)
         self.rollouts = ActorGroup(RolloutWorker, "rollout", rc.num_workers, cfg,
                                    num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, strategy="SPREAD")
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg,
                                   num_cpus=wc.num_cpus, strategy="SPREAD")
+        self.reward_models = [ModelRewardPool(m) for m in wc.models]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
-        addr, port = ray.get(self.learners.actors[0].master_address.remote())
-        ray.get(self.learners.call("setup", addr, port))  # collective: all ranks join together
+        if self.learners:
+            addr, port = ray.get(self.learners.actors[0].master_address.remote())
+            ray.get(self.learners.call("setup", addr, port))  # collective: all ranks join together
         ray.get(self.rollouts.call("version"))
+        for pool in self.reward_models:
+            pool.health()  # every replica loaded its model
         self._next_reward = 0
 
-    def _round_robin(self, problems: list, size: int) -> list[list]:
-        return [problems[i::size] for i in range(size) if problems[i::size]]
-
-    def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None) -> list:
-        refs = []
-        for worker, chunk in zip(self.rollouts.actors, self._round_robin(problems, len(self.rollouts))):
-            out = worker.generate.options(num_returns=len(chunk)).remote(chunk, greedy, max_new_tokens)
-            refs.extend([out] if len(chunk) == 1 else out)
+    def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
+                 n: int | None = None, prefills: list[str] | None = None) -> list:
+        """One ref per problem, in the order given."""
+        size = len(self.rollouts)
+        refs: list = [None] * len(problems)
+        for w, worker in enumerate(self.rollouts.actors):
+            index = list(range(w, len(problems), size))
+            if not index:
+                continue
+            out = worker.generate.options(num_returns=len(index)).remote(
+                [problems[i] for i in index], greedy, max_new_tokens, n,
+                [prefills[i] for i in index] if prefills else None)
+            for i, ref in zip(index, [out] if len(index) == 1 else out):
+                refs[i] = ref
         return refs
 
     def wait(self, handles: list) -> None:
         ray.wait(handles, num_returns=len(handles), fetch_local=False)
 
     def score(self, rollouts: list) -> tuple[list, list[dict]]:
+        """Rule and learned rewards run at the same time; each group travels rollout worker ->
+        object store -> reward workers, and the rule worker merges the learned scores."""
+        learned = [pool.score(rollouts) for pool in self.reward_models]
         scored, summary_refs = [], []
-        for ref in rollouts:  # each group goes from the rollout worker to a reward worker via the store
+        for i, ref in enumerate(rollouts):
             actor = self.rewards.actors[self._next_reward % len(self.rewards)]
             self._next_reward += 1
-            group_ref, summary_ref = actor.score.options(num_returns=2).remote(ref)
+            group_ref, summary_ref = actor.score.options(num_returns=2).remote(ref, [refs[i] for refs in learned])
             scored.append(group_ref)
             summary_refs.append(summary_ref)
         return scored, ray.get(summary_refs)
@@ -116,6 +139,9 @@ class RayWorkers:
         rollouts = self.generate(problems, greedy=True, max_new_tokens=max_new_tokens)
         return self.score(rollouts)[1]
 
+    def fetch(self, handles: list) -> list:
+        return ray.get(handles)
+
     def buffer_stats(self) -> dict:
         return ray.get(self.buffer.stats.remote())
 
@@ -130,6 +156,7 @@ class RayWorkers:
 
     def shutdown(self) -> None:
         ray.get(self.rewards.call("close"))
-        for group in (self.learners, self.rollouts, self.rewards):
-            group.kill()
+        for group in [self.learners, self.rollouts, self.rewards, *self.reward_models]:
+            if group is not None:
+                group.kill()
         ray.kill(self.buffer)

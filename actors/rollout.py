@@ -26,12 +26,16 @@ class RolloutWorker:
         self.model = load_model(cfg.model.path, rc.dtype, self.device, cfg.model.trust_remote_code).eval()
         self.policy_version = 0
 
-    def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None):
+    def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
+                 n: int | None = None, prefills: list[str] | None = None):
         rc = self.cfg.rollout
-        params = SamplingParams(n=1 if greedy else rc.group_size, max_new_tokens=max_new_tokens or rc.max_new_tokens,
-                                temperature=rc.temperature, top_p=rc.top_p, greedy=greedy, stop_strings=rc.stop_strings)
-        groups = generate_groups(self.model, self.tokenizer, problems, params, self.policy_version,
-                                 self.cfg.data.system_prompt, self.cfg.data.prefill)
+        params = SamplingParams(n=1 if greedy else (n or rc.group_size),
+                                max_new_tokens=max_new_tokens or rc.max_new_tokens, temperature=rc.temperature,
+                                top_p=rc.top_p, greedy=greedy, stop_strings=rc.stop_strings)
+        per_call = max(1, rc.max_batch_sequences // params.n)  # bounds the logits kept in memory
+        groups = [g for i in range(0, len(problems), per_call) for g in generate_groups(
+            self.model, self.tokenizer, problems[i:i + per_call], params, self.policy_version,
+            self.cfg.data.system_prompt, self.cfg.data.prefill, prefills[i:i + per_call] if prefills else None)]
         return groups[0] if len(groups) == 1 else tuple(groups)  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from rl_system.config import ConfigError, load_config
+from rl_system.config import ConfigError, RewardModelTrainConfig, load_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,52 +15,87 @@ def main(argv: list[str] | None = None) -> None:
     prep.add_argument("--output", default="models/smollm2-135m-instruct")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random model with the SmolLM2 tokenizer (tests)")
     tiny.add_argument("--output", required=True)
-    train = sub.add_parser("train", help="R1-Zero GRPO on Ray")
-    train.add_argument("--config", default=None, help="YAML file, e.g. configs/r1_zero.yaml")
-    train.add_argument("overrides", nargs="*", help="key=value, e.g. learner.lr=1e-5 num_steps=10")
+    for name, text in [("train", "R1-Zero GRPO on Ray"),
+                       ("collect-samples", "policy samples with rule-grader labels (+ PRM step labels), on Ray"),
+                       ("train-orm", "train an outcome reward model on collected samples"),
+                       ("train-prm", "train a process reward model on collected samples with step labels")]:
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--config", default=None, help="YAML file, e.g. configs/r1_zero.yaml")
+        cmd.add_argument("overrides", nargs="*", help="key=value, e.g. learner.lr=1e-5 num_steps=10")
+    rm_eval = sub.add_parser("eval-rm", help="AUROC / accuracy of reward models against the rule grader")
+    rm_eval.add_argument("--samples", required=True, help="a collect-samples directory (its 'eval' split is used)")
+    rm_eval.add_argument("--orm", default=None, help="ORM directory")
+    rm_eval.add_argument("--prm", default=None, help="PRM directory")
+    rm_eval.add_argument("--aggregate", default="min", choices=["min", "last", "product"])
+    rm_eval.add_argument("--output", default=None, help="write the results as JSON here too")
     args = parser.parse_args(argv)
 
-    if args.command == "prepare-model":
-        from rl_system.models import prepare_smollm2
+    try:
+        if args.command == "prepare-model":
+            from rl_system.models import prepare_smollm2
 
-        print(prepare_smollm2(args.output))
-    elif args.command == "make-tiny-model":
-        from rl_system.models import make_tiny_model
+            print(prepare_smollm2(args.output))
+        elif args.command == "make-tiny-model":
+            from rl_system.models import make_tiny_model
 
-        print(make_tiny_model(args.output))
-    elif args.command == "train":
-        try:
-            cfg = load_config(args.config, args.overrides)
-        except ConfigError as e:
-            sys.exit(f"error: {e}")
-        run_train(cfg)
+            print(make_tiny_model(args.output))
+        elif args.command in ("train", "collect-samples"):
+            run_on_ray(args.command, load_config(args.config, args.overrides))
+        elif args.command in ("train-orm", "train-prm"):
+            from rl_system.algorithms.reward_model import train_reward_model
+
+            kind = args.command.removeprefix("train-")
+            cfg = load_config(args.config, [*args.overrides, f"kind={kind}"], cls=RewardModelTrainConfig)
+            print(train_reward_model(cfg))
+        elif args.command == "eval-rm":
+            print(json.dumps(eval_reward_models(args), indent=2))
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
 
 
-def run_train(cfg) -> dict:
+def run_on_ray(command: str, cfg):
     # The CLI is the composition root: the Ray backend is loaded only here, so the core stays Ray-free.
     from actors.controller import RayWorkers, connect, resolve_paths
-    from rl_system.pipeline import r1_zero
 
     cfg = resolve_paths(cfg)
     _preflight(cfg)
     connect(cfg)
-    workers = RayWorkers(cfg)
+    workers = RayWorkers(cfg, with_learner=command == "train")
     try:
-        return r1_zero.train(cfg, workers)
+        if command == "train":
+            from rl_system.pipeline.r1_zero import train
+
+            return train(cfg, workers)
+        from rl_system.pipeline.collect import collect_samples
+
+        return collect_samples(cfg, workers)
     finally:
         workers.shutdown()
 
 
+def eval_reward_models(args) -> list[dict]:
+    from rl_system.algorithms.reward_model import evaluate_reward_model
+
+    if not (args.orm or args.prm):
+        raise ValueError("eval-rm: give --orm and/or --prm")
+    results = [evaluate_reward_model(path, kind, args.samples, args.aggregate)
+               for kind, path in (("orm", args.orm), ("prm", args.prm)) if path]
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
 def _preflight(cfg) -> None:
-    """Errors a user can fix, caught before any actor starts, as one line each."""
+    """Errors a user can fix, caught before any actor starts (raised as one line each)."""
     from rl_system.data import load_splits
     from rl_system.models import check_model_dir
     from rl_system.rewards import resolve_reward
+    from rl_system.rewards.learned import check_reward_model_dir
 
-    try:
-        check_model_dir(cfg.model.path)
-        for f in cfg.reward.functions:
-            resolve_reward(f.name)
-        load_splits(cfg.data)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    check_model_dir(cfg.model.path)
+    for f in cfg.reward.functions:
+        resolve_reward(f.name)
+    for m in cfg.reward.models:
+        check_reward_model_dir(m.path, m.kind)
+    load_splits(cfg.data)

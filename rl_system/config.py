@@ -49,11 +49,28 @@ class RewardFunctionConfig:
 
 
 @dataclass(frozen=True)
+class RewardModelConfig:
+    """A learned reward served by ModelRewardWorker replicas; its score is a probability in [0, 1]."""
+    name: str  # logged as reward/<name>
+    path: str  # HF directory written by train-orm / train-prm
+    kind: str = "orm"  # "orm": one score per completion; "prm": one per reasoning step
+    weight: float = 1.0
+    aggregate: str = "min"  # PRM steps -> one score: "min", "last" or "product"
+    replicas: int = 1
+    batch_size: int = 16  # completions per forward pass
+    timeout_s: float = 60.0  # per call; a late or failed call costs reward.failure_score
+    dtype: str = "float32"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
 class RewardConfig:
     functions: tuple[RewardFunctionConfig, ...] = (
         RewardFunctionConfig("format", 0.5),
         RewardFunctionConfig("accuracy", 1.0),
     )
+    models: tuple[RewardModelConfig, ...] = ()  # learned rewards, mixed with the functions by weight
     timeout_s: float = 30.0  # per call of one reward function on one group
     failure_score: float = 0.0  # score given when a reward function raises or times out
     num_workers: int = 1
@@ -69,6 +86,7 @@ class RolloutConfig:
     top_p: float = 1.0
     dtype: str = "bfloat16"  # generation copy of the weights; the learner keeps fp32 masters
     stop_strings: tuple[str, ...] = ("</answer>",)
+    max_batch_sequences: int = 64  # sequences in one generate call; larger requests are cut up
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
@@ -106,6 +124,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class CollectConfig:
+    """`collect-samples`: policy samples with rule-grader labels (and optional PRM step labels)."""
+    output_dir: str = "runs/samples"
+    num_train_prompts: int = 64  # from the train split; samples per prompt = rollout.group_size
+    num_eval_prompts: int = 32  # from the held-out split, for eval-rm
+    step_split: str = "sentences"  # "lines", "step" ("Step k:") or "sentences"
+    mc_rollouts: int = 0  # K continuations per step prefix for PRM labels (Math-Shepherd); 0 = none
+    mc_max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +142,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
     prompts_per_step: int = 4
     num_steps: int = 25
     max_staleness: int = 0  # policy versions a group may lag; 0 = strictly on-policy
@@ -139,6 +169,7 @@ def _validate(c: TrainConfig) -> None:
         "prompts_per_step": c.prompts_per_step, "num_steps": c.num_steps,
         "buffer_capacity": c.buffer_capacity, "rollout.num_workers": c.rollout.num_workers,
         "rollout.group_size": c.rollout.group_size, "rollout.max_new_tokens": c.rollout.max_new_tokens,
+        "rollout.max_batch_sequences": c.rollout.max_batch_sequences,
         "learner.num_ranks": c.learner.num_ranks, "learner.micro_batch_size": c.learner.micro_batch_size,
         "reward.num_workers": c.reward.num_workers, "data.num_eval": c.data.num_eval,
         "data.num_train": c.data.num_train, "eval_max_new_tokens": c.eval_max_new_tokens,
@@ -161,7 +192,18 @@ def _validate(c: TrainConfig) -> None:
            c.data.path)
     for key, value in {"rollout.dtype": c.rollout.dtype, "learner.autocast_dtype": c.learner.autocast_dtype}.items():
         _check(value in DTYPES, key, f"one of {DTYPES}", value)
-    _check(len(c.reward.functions) > 0, "reward.functions", "at least one reward function", [])
+    _check(len(c.reward.functions) + len(c.reward.models) > 0, "reward.functions",
+           "at least one reward function or reward model", [])
+    names = [f.name for f in c.reward.functions] + [m.name for m in c.reward.models]
+    _check(len(names) == len(set(names)), "reward", "distinct reward names", names)
+    for i, m in enumerate(c.reward.models):
+        _check(m.kind in ("orm", "prm"), f"reward.models[{i}].kind", "'orm' or 'prm'", m.kind)
+        _check(m.aggregate in PRM_AGGREGATES, f"reward.models[{i}].aggregate", f"one of {PRM_AGGREGATES}", m.aggregate)
+        _check(m.replicas > 0 and m.batch_size > 0, f"reward.models[{i}].replicas/batch_size", "positive integers",
+               (m.replicas, m.batch_size))
+        _check(m.dtype in DTYPES, f"reward.models[{i}].dtype", f"one of {DTYPES}", m.dtype)
+    _check(c.collect.step_split in STEP_SPLITS, "collect.step_split", f"one of {STEP_SPLITS}", c.collect.step_split)
+    _check(c.collect.mc_rollouts >= 0, "collect.mc_rollouts", "an integer >= 0", c.collect.mc_rollouts)
     sequences = c.prompts_per_step * c.rollout.group_size
     per_rank = c.learner.num_ranks * c.learner.micro_batch_size
     _check(sequences % per_rank == 0, "learner.micro_batch_size",
@@ -172,7 +214,34 @@ def _validate(c: TrainConfig) -> None:
 
 
 LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+PRM_AGGREGATES = ("min", "last", "product")
+STEP_SPLITS = ("lines", "step", "sentences")
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class RewardModelTrainConfig:
+    """`train-orm` / `train-prm`: a scalar head on a causal LM, trained on collect-samples output."""
+    base_model: str = "models/smollm2-135m-instruct"
+    samples: str = "runs/samples"  # a datasets directory from collect-samples
+    output_dir: str = "runs/orm"
+    kind: str = "orm"  # set by the command
+    epochs: int = 2
+    lr: float = 2e-5
+    batch_size: int = 8
+    max_length: int = 512
+    weight_decay: float = 0.0
+    autocast_dtype: str = "bfloat16"
+    seed: int = 0
+    num_threads: int = 0  # 0 = all cores
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("orm", "prm"), "kind", "'orm' or 'prm'", self.kind)
+        for key in ("epochs", "batch_size", "max_length"):
+            _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
+        _check(self.lr > 0, "lr", "a positive number", self.lr)
+        _check(self.autocast_dtype in DTYPES, "autocast_dtype", f"one of {DTYPES}", self.autocast_dtype)
 
 
 # ----------------------------------------------------------------------------- loading

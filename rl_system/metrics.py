@@ -46,3 +46,12 @@ class StepTimer:
 def mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    """Correlation of two equal-length series; nan when either is constant."""
+    mx, my = mean(x), mean(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")

@@ -48,10 +48,16 @@ class _StopRecorder(StoppingCriteria):
 
 @torch.no_grad()
 def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
-                    system_prompt: str = "", prefill: str = "<think>") -> list[PromptGroup]:
-    """One PromptGroup per problem, each with params.n completions, in one batched generate call."""
+                    system_prompt: str = "", prefill: str = "<think>",
+                    prefills: list[str] | None = None) -> list[PromptGroup]:
+    """One PromptGroup per problem, each with params.n completions, in one batched generate call.
+
+    `prefills` (one per problem) continues each answer from its own partial text instead, as
+    Monte-Carlo step labelling does; completions then start with that text.
+    """
     start = time.perf_counter()
-    texts = [format_prompt(tokenizer, p.question, system_prompt, prefill) for p in problems]
+    prefills = prefills or [prefill] * len(problems)
+    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     enc = {k: v.to(model.device) for k, v in enc.items()}
     prompt_len = enc["input_ids"].shape[1]
@@ -77,7 +83,7 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
         ids = [generated[r, :n].tolist() for r, n in zip(rows, lengths)]
         groups.append(PromptGroup(
             problem=problem, prompt_ids=prompt_ids, completion_ids=ids,
-            completions=[prefill + tokenizer.decode(x, skip_special_tokens=True) for x in ids],
+            completions=[prefills[p_idx] + tokenizer.decode(x, skip_special_tokens=True) for x in ids],
             logprobs=[logprobs[r, :n].tolist() for r, n in zip(rows, lengths)],
             truncated=[recorder.lengths[r] is None for r in rows],
             policy_version=policy_version, generate_s=elapsed / len(problems),

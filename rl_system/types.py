@@ -33,6 +33,7 @@ def group_summary(group: PromptGroup) -> dict:
     return {
         "key": group.key,
         "rewards": {name: sum(v) / len(v) for name, v in group.rewards.items()},
+        "scores": {name: list(v) for name, v in group.rewards.items()},  # per completion
         "total_reward": sum(group.total_rewards) / len(group.total_rewards),
         "correct": [float(v >= 1.0) for v in group.rewards.get("accuracy", [])],
         "formatted": [float(v >= 1.0) for v in group.rewards.get("format", [])],

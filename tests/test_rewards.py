@@ -1,7 +1,7 @@
 import pytest
 
 from rl_system.rewards import UnknownRewardError, accuracy_reward, extract_answer, format_reward, resolve_reward
-from rl_system.rewards.runner import RewardRunner
+from rl_system.rewards.runner import RewardRunner, weighted_total
 
 
 def test_strict_format():
@@ -48,7 +48,8 @@ def test_runner_weights_and_logs_each_function():
         runner.close()
     assert result.scores["format"] == [1.0, 0.0]
     assert result.scores["tests.reward_fixtures:length_bonus"] == [34.0, 2.0]
-    assert result.total == pytest.approx([0.5 + 3.4, 0.2])
+    weights = {"format": 0.5, "tests.reward_fixtures:length_bonus": 0.1}
+    assert weighted_total(result.scores, weights) == pytest.approx([0.5 + 3.4, 0.2])
     assert result.failures == {}
 
 
@@ -67,7 +68,7 @@ def test_runner_contains_hang_crash_and_bad_shape():
     assert result.scores["tests.reward_fixtures:hangs"] == [-1.0, -1.0]
     assert result.scores["format"] == [1.0, 1.0]  # the healthy reward still scored after the hang
     assert result.scores["tests.reward_fixtures:not_applicable"] == [0.0, 0.0]
-    assert result.total == [-2.0, -2.0]
+    assert weighted_total(result.scores, dict(runner.functions)) == [-2.0, -2.0]
     assert runner.failure_counts["tests.reward_fixtures:hangs"] == 2  # counted across calls
     assert again.scores["format"] == [1.0]
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from rl_system.config import TrainConfig, to_dict
 from rl_system.data import Problem, PromptSampler, load_splits
-from rl_system.metrics import MetricsWriter, StepTimer, mean
+from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
 
 
 class Workers(Protocol):
@@ -61,6 +61,7 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
         generated, scored_total = generated + len(rollouts), scored_total + len(scored)
         metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
         metrics.update({"groups/generated": generated, "groups/scored": scored_total})
+        metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
         writer.log(step, metrics)
         tqdm.write(f"step {step:3d}  reward {metrics['reward/total']:.3f}  acc {metrics['accuracy']:.2f}  "
                    f"format {metrics['format_rate']:.2f}  loss {metrics['loss']:+.4f}  {metrics['time/step']:.1f}s")
@@ -72,7 +73,8 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
         results["after"] = evaluate(workers, eval_set, cfg)
     writer.close()
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    print(results_table(results))
+    if results:
+        print(results_table(results))
     return results
 
 
@@ -116,6 +118,17 @@ def step_metrics(summaries: list[dict], learner: dict, seconds: dict, lags: list
     return m
 
 
+def learned_reward_correlations(summaries: list[dict], names: list[str]) -> dict:
+    """Correlation of each learned reward with rule accuracy per sample: a drop shows reward hacking."""
+    correct = [c for s in summaries for c in s["correct"]]
+    out = {}
+    for name in names:
+        scores = [v for s in summaries for v in s["scores"][name]]
+        if len(scores) == len(correct):
+            out[f"reward_corr/{name}"] = pearson(scores, correct)
+    return out
+
+
 def save_checkpoint(cfg: TrainConfig, workers: Workers, path: Path, **state) -> None:
     """An HF `save_pretrained` directory plus trainer_state.json (step, version, data cursor, config).
 
@@ -133,7 +146,7 @@ def results_table(results: dict) -> str:
     cols = [c for c in ("before", "after") if c in results]
     rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("strict format rate", "format_rate", "{:.1%}"),
             ("mean completion tokens", "mean_length", "{:.1f}")]
-    lines = ["", f"Held-out evaluation ({results[cols[0]]['num_problems']} problems)" if cols else "",
+    lines = ["", f"Held-out evaluation ({results[cols[0]]['num_problems']} problems)",
              "| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(results[c][key]) for c in cols) + " |")

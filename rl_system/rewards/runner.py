@@ -20,9 +20,13 @@ def _call(name: str, prompts: list[str], completions: list[str], columns: dict) 
 @dataclass
 class RewardResult:
     scores: dict[str, list[float]]  # per reward function, unweighted
-    total: list[float]  # weighted sum
     failures: dict[str, int] = field(default_factory=dict)  # per function: calls that raised or timed out
     seconds: float = 0.0
+
+
+def weighted_total(scores: dict[str, list[float]], weights: dict[str, float]) -> list[float]:
+    n = len(next(iter(scores.values())))
+    return [sum(w * scores[name][i] for name, w in weights.items()) for i in range(n)]
 
 
 class RewardRunner:
@@ -62,8 +66,7 @@ class RewardRunner:
             scores[name] = values
         for name, count in failures.items():
             self.failure_counts[name] += count
-        total = [sum(w * scores[name][i] for name, w in self.functions) for i in range(n)]
-        return RewardResult(scores, total, failures, time.perf_counter() - start)
+        return RewardResult(scores, failures, time.perf_counter() - start)
 
     def close(self) -> None:
         if self._pool is not None:

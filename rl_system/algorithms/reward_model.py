@@ -1,0 +1,143 @@
+"""Training and evaluating outcome (ORM) and process (PRM) reward models; single process, pure torch.
+
+ORM: binary cross-entropy of the sequence logit against the rule grader's 0/1 label.
+PRM: binary cross-entropy of the token logit at each step's last token against the step's
+soft Monte-Carlo label (the fraction of continuations from that step that were correct).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rl_system.config import RewardModelTrainConfig
+from rl_system.data.sources import DatasetError
+from rl_system.models import dtype_from_name, load_tokenizer
+from rl_system.rewards.learned import METADATA_FILE, LearnedReward, aggregate_steps, encode
+
+REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
+                    "prm": ("question", "completion", "label", "split", "step_labels")}
+
+
+def load_samples(path: str | Path, kind: str, split: str) -> list[dict]:
+    """Rows of a collect-samples dataset for one split, with its columns checked."""
+    import datasets
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(f"samples '{path}': not found; write it with `python -m rl_system collect-samples`")
+    table = datasets.load_from_disk(str(path))
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in table.column_names]
+    if missing:
+        hint = " (collect with collect.mc_rollouts=K for PRM step labels)" if "step_labels" in missing else ""
+        raise DatasetError(f"samples '{path}': missing column(s) {', '.join(missing)}{hint}")
+    rows = [r for r in table if r["split"] == split]
+    if not rows:
+        raise DatasetError(f"samples '{path}': no rows with split == '{split}'")
+    return rows
+
+
+def _step_targets(rows: list[dict], positions: list[list[int]]) -> list[list[float]]:
+    """Step labels aligned with the step positions that survived truncation (the last ones)."""
+    return [r["step_labels"][len(r["step_labels"]) - len(pos):] for r, pos in zip(rows, positions)]
+
+
+def reward_model_loss(model, tokenizer, rows: list[dict], kind: str, step_split: str | None, max_length: int,
+                      autocast: torch.dtype | None) -> torch.Tensor:
+    enc, positions = encode(tokenizer, [r["question"] for r in rows], [r["completion"] for r in rows],
+                            step_split, max_length)
+    with torch.autocast(model.device.type, dtype=autocast, enabled=autocast is not None):
+        logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().squeeze(-1)
+    if kind == "orm":
+        labels = torch.tensor([float(r["label"]) for r in rows], device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    targets = _step_targets(rows, positions)
+    picked = torch.cat([logits[i, pos] for i, pos in enumerate(positions)])
+    labels = torch.tensor([t for row in targets for t in row], device=logits.device)
+    return F.binary_cross_entropy_with_logits(picked, labels)
+
+
+def train_reward_model(cfg: RewardModelTrainConfig, log=print) -> Path:
+    """Fine-tunes `base_model` with a fresh one-logit head and saves an HF directory + reward_model.json."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    rows = load_samples(cfg.samples, cfg.kind, "train")
+    samples_meta = json.loads((Path(cfg.samples) / "collect.json").read_text()) \
+        if (Path(cfg.samples) / "collect.json").is_file() else {}
+    step_split = samples_meta.get("step_split", "sentences") if cfg.kind == "prm" else None
+    tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
+    cls = AutoModelForSequenceClassification if cfg.kind == "orm" else AutoModelForTokenClassification
+    model = cls.from_pretrained(cfg.base_model, num_labels=1, dtype=torch.float32,
+                                trust_remote_code=cfg.trust_remote_code)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    autocast = None if cfg.autocast_dtype == "float32" else dtype_from_name(cfg.autocast_dtype)
+    order_rng = random.Random(cfg.seed)
+    start, losses = time.perf_counter(), []
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = list(range(len(rows)))
+        order_rng.shuffle(order)
+        epoch_losses = []
+        for i in range(0, len(order), cfg.batch_size):
+            batch = [rows[j] for j in order[i:i + cfg.batch_size]]
+            loss = reward_model_loss(model, tokenizer, batch, cfg.kind, step_split, cfg.max_length, autocast)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            epoch_losses.append(loss.item())
+        losses.extend(epoch_losses)
+        log(f"{cfg.kind} epoch {epoch + 1}/{cfg.epochs}: mean loss {sum(epoch_losses) / len(epoch_losses):.4f}")
+
+    out = Path(cfg.output_dir)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    (partial / METADATA_FILE).write_text(json.dumps({
+        "kind": cfg.kind, "step_split": step_split, "base_model": str(cfg.base_model),
+        "samples": str(cfg.samples), "num_samples": len(rows), "epochs": cfg.epochs,
+        "final_loss": losses[-1] if losses else None, "train_seconds": round(time.perf_counter() - start, 1),
+        "version": f"{cfg.kind}-{int(time.time())}",
+    }, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(partial, out)
+    return out
+
+
+def auroc(scores: list[float], labels: list[int]) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def evaluate_reward_model(model_path: str | Path, kind: str, samples: str | Path, aggregate: str = "min",
+                          batch_size: int = 16) -> dict:
+    """AUROC and accuracy (score >= 0.5) against the rule grader on the held-out samples."""
+    rows = load_samples(samples, "orm", "eval")
+    scorer = LearnedReward(model_path, kind, aggregate=aggregate, batch_size=batch_size,
+                           device="cuda" if torch.cuda.is_available() else "cpu")
+    step_scores = scorer.step_scores([r["question"] for r in rows], [r["completion"] for r in rows])
+    scores = [aggregate_steps(s, aggregate) for s in step_scores]
+    labels = [int(r["label"]) for r in rows]
+    return {
+        "kind": kind, "path": str(model_path), "aggregate": aggregate if kind == "prm" else None,
+        "num_samples": len(rows), "positive_rate": sum(labels) / len(labels),
+        "auroc": auroc(scores, labels),
+        "accuracy": sum((s >= 0.5) == bool(y) for s, y in zip(scores, labels)) / len(rows),
+    }

@@ -1,0 +1,121 @@
+"""Learned rewards without Ray: step labels, encoding, training, scoring, evaluation, bad input."""
+import json
+
+import datasets
+import pytest
+
+from rl_system.algorithms.reward_model import auroc, evaluate_reward_model, load_samples, train_reward_model
+from rl_system.config import ConfigError, RewardModelTrainConfig, load_config
+from rl_system.data.sources import DatasetError
+from rl_system.models import load_tokenizer
+from rl_system.rewards.learned import LearnedReward, RewardModelError, aggregate_steps, encode
+from rl_system.rewards.steps import mc_step_labels, split_steps, step_ends
+
+RIGHT = "<think> 3 plus 4 is 7. So it is 7. </think> <answer>7</answer>"
+WRONG = "<think> 3 plus 4 is 9. So it is 9. </think> <answer>9</answer>"
+
+
+def test_step_splitting_modes():
+    assert split_steps(RIGHT, "sentences") == ["<think> 3 plus 4 is 7.", " So it is 7. </think> <answer>7</answer>"]
+    assert split_steps("<think>Step 1: a\nStep 2: b</think><answer>1</answer>", "step") == [
+        "<think>Step 1: a\n", "Step 2: b</think><answer>1</answer>"]
+    assert split_steps("<think>a\n\nb\n</think>x", "lines") == ["<think>a", "\n\nb\n</think>x"]
+    assert step_ends("no tags", "lines") == [7]  # always at least one step: the whole completion
+    with pytest.raises(ValueError, match="step split 'words'"):
+        step_ends(RIGHT, "words")
+
+
+def test_math_shepherd_soft_labels():
+    ends = step_ends(RIGHT, "sentences")
+    assert mc_step_labels(ends, [[1.0, 0.0, 1.0, 1.0]], outcome_correct=1) == [0.75, 1.0]
+    with pytest.raises(ValueError, match="continuation sets"):
+        mc_step_labels(ends, [], 1)
+
+
+def test_encode_puts_step_positions_on_each_steps_last_token(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    enc, positions = encode(tok, ["What is 3 + 4?"], [RIGHT], "sentences", max_length=512)
+    ids = enc["input_ids"][0].tolist()
+    decoded_upto = [tok.decode(ids[:p + 1]) for p in positions[0]]
+    assert decoded_upto[0].endswith("3 plus 4 is 7.")
+    assert decoded_upto[1].endswith("<answer>7</answer>")
+    _, cut = encode(tok, ["What is 3 + 4?"], [RIGHT], "sentences", max_length=12)
+    assert len(cut[0]) == 1  # the first step was cut away from the left: only the last is scored
+
+
+def test_aggregates_and_auroc():
+    assert aggregate_steps([0.9, 0.2, 0.5], "min") == 0.2
+    assert aggregate_steps([0.9, 0.2, 0.5], "last") == 0.5
+    assert aggregate_steps([0.5, 0.5], "product") == 0.25
+    assert auroc([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0]) == 1.0
+    # positives .1 and .5 against negatives .9 and .5: three losses and one tie -> 0.5 / 4
+    assert auroc([0.9, 0.1, 0.5, 0.5], [0, 1, 1, 0]) == pytest.approx(0.125)
+    assert auroc([0.2, 0.4, 0.6], [1, 0, 1]) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def samples_dir(tmp_path_factory):
+    """A collect-samples style dataset where the label is whether the answer is 7."""
+    rows = []
+    for split, n in (("train", 24), ("eval", 12)):
+        for i in range(n):
+            good = i % 2 == 0
+            rows.append({"question": "What is 3 + 4?", "answer": "7", "completion": RIGHT if good else WRONG,
+                         "label": int(good), "split": split, "step_labels": [0.5, float(good)]})
+    path = tmp_path_factory.mktemp("samples") / "samples"
+    datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    (path / "collect.json").write_text(json.dumps({"step_split": "sentences"}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, samples_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rms")
+    paths = {}
+    for kind in ("orm", "prm"):
+        cfg = load_config(None, [f"base_model={tiny_model_dir}", f"samples={samples_dir}", f"output_dir={out / kind}",
+                                 f"kind={kind}", "epochs=8", "lr=3e-3", "batch_size=8", "autocast_dtype=float32"],
+                          cls=RewardModelTrainConfig)
+        paths[kind] = str(train_reward_model(cfg, log=lambda *_: None))
+    return paths
+
+
+def test_orm_and_prm_learn_to_separate_right_from_wrong(trained, samples_dir):
+    orm = evaluate_reward_model(trained["orm"], "orm", samples_dir)
+    prm = evaluate_reward_model(trained["prm"], "prm", samples_dir, aggregate="last")
+    assert orm["num_samples"] == 12 and orm["positive_rate"] == 0.5
+    assert orm["auroc"] == 1.0 and orm["accuracy"] == 1.0
+    assert prm["auroc"] == 1.0
+    meta = json.loads(open(f"{trained['prm']}/reward_model.json").read())
+    assert meta["kind"] == "prm" and meta["step_split"] == "sentences" and meta["num_samples"] == 24
+
+
+def test_learned_reward_callable_scores_and_step_scores(trained):
+    orm = LearnedReward(trained["orm"], "orm", batch_size=1)
+    scores = orm(["What is 3 + 4?"] * 3, [RIGHT, WRONG, RIGHT])
+    assert scores[0] > 0.5 > scores[1] and scores[0] == pytest.approx(scores[2], abs=1e-5)
+    prm = LearnedReward(trained["prm"], "prm", aggregate="min", batch_size=2)
+    steps = prm.step_scores(["What is 3 + 4?"] * 2, [RIGHT, WRONG])
+    assert [len(s) for s in steps] == [2, 2]
+    assert steps[0][-1] > 0.5 > steps[1][-1]  # the answer step carries the outcome
+    assert prm(["What is 3 + 4?"] * 2, [RIGHT, WRONG]) == pytest.approx([min(steps[0]), min(steps[1])])
+
+
+def test_wrong_head_and_missing_dir_are_clear_errors(trained, tiny_model_dir):
+    with pytest.raises(RewardModelError, match="has no ORM head"):
+        LearnedReward(trained["prm"], "orm")
+    with pytest.raises(RewardModelError, match="'LlamaForCausalLM'.* has no PRM head"):
+        LearnedReward(tiny_model_dir, "prm")  # a causal LM, no reward head at all
+    with pytest.raises(FileNotFoundError, match="model.path '/nope'"):
+        LearnedReward("/nope", "orm")
+
+
+def test_prm_training_needs_step_labels(tmp_path, tiny_model_dir):
+    path = tmp_path / "s"
+    datasets.Dataset.from_list([{"question": "q", "completion": "c", "label": 1, "split": "train"}]).save_to_disk(str(path))
+    with pytest.raises(DatasetError, match="missing column\\(s\\) step_labels .*mc_rollouts"):
+        load_samples(path, "prm", "train")
+    with pytest.raises(DatasetError, match="not found"):
+        load_samples(tmp_path / "nothing", "orm", "train")
+    with pytest.raises(ConfigError, match="'epochs'"):
+        load_config(None, ["epochs=0"], cls=RewardModelTrainConfig)
