@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ray
 
-from actors.group import ActorGroup
+from actors.group import ActorGroup, wait_until_gone
 from actors.learner import LearnerRank
 from actors.replay_buffer import ReplayBuffer
 from actors.reward import ModelRewardPool, RuleRewardWorker
@@ -160,3 +160,4 @@ class RayWorkers:
             if group is not None:
                 group.kill()
         ray.kill(self.buffer)
+        wait_until_gone(["replay-buffer"])

@@ -1,6 +1,8 @@
 """One helper for every role: a placement group, one actor per bundle, calls fanned out to all."""
 from __future__ import annotations
 
+import time
+
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -42,3 +44,16 @@ class ActorGroup:
         for actor in self.actors:
             ray.kill(actor)
         remove_placement_group(self.placement_group)
+        wait_until_gone([f"{self.role}-{i}" for i in range(len(self.actors))])
+
+
+def wait_until_gone(names: list[str], timeout_s: float = 30.0) -> None:
+    """Blocks until killed named actors are released, so a next stage can reuse the names."""
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                break
+            time.sleep(0.05)

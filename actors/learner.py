@@ -13,22 +13,35 @@ from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_l
 from rl_system.weights import pack_weights
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict:
-    lc = cfg.learner
-    per_rank = cfg.prompts_per_step * cfg.rollout.group_size // world_size
+def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
+                     lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
+                     overrides: dict | None = None) -> dict:
+    """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it."""
     ds = {
-        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
-        "gradient_accumulation_steps": per_rank // lc.micro_batch_size,
-        "train_batch_size": per_rank * world_size,
-        "gradient_clipping": lc.grad_clip,
-        "zero_optimization": {"stage": lc.zero_stage},
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch_size * grad_accum * world_size,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {"stage": zero_stage},
         # torch_adam: DeepSpeed's fused CPU Adam JIT-compiles a C++ op for ~90 s on first use.
-        "optimizer": {"type": "AdamW", "params": {"lr": lc.lr, "betas": list(lc.betas), "eps": 1e-8,
-                                                   "weight_decay": lc.weight_decay, "torch_adam": True}},
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "betas": list(betas), "eps": 1e-8,
+                                                   "weight_decay": weight_decay, "torch_adam": True}},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    return _merge(ds, lc.deepspeed)
+    return _merge(ds, overrides or {})
+
+
+@contextlib.contextmanager
+def full_parameters(engine, zero_stage: int):
+    """Full parameters on every rank: a collective gather under ZeRO-3, nothing to do otherwise."""
+    if zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
+            yield
+    else:
+        yield
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -66,8 +79,13 @@ class LearnerRank:
         cfg = self.cfg
         model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code)
         model.config.use_cache = False
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                               config=deepspeed_config(cfg, self.world_size))
+        lc = cfg.learner
+        per_rank = cfg.prompts_per_step * cfg.rollout.group_size // self.world_size
+        ds_config = deepspeed_config(
+            micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
+            world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
+            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed)
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
         self.ref_model = None
         if cfg.learner.beta > 0:
             self.ref_model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code).eval()
@@ -100,16 +118,8 @@ class LearnerRank:
         totals["sequences"] = len(shard)
         return totals
 
-    @contextlib.contextmanager
     def _full_parameters(self):
-        """Full parameters on every rank: a gather under ZeRO-3, nothing to do otherwise."""
-        if self.cfg.learner.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
-                yield
-        else:
-            yield
+        return full_parameters(self.engine, self.cfg.learner.zero_stage)
 
     def publish(self) -> list:
         """Puts the current weights once in the object store (rank 0); returns [ref] or []."""

@@ -31,7 +31,8 @@ class RuleRewardWorker:
     def __init__(self, cfg: TrainConfig, worker_index: int):
         rc = cfg.reward
         self.cfg = cfg
-        self.runner = RewardRunner([(f.name, f.weight) for f in rc.functions], rc.timeout_s, rc.failure_score)
+        self.runner = RewardRunner([(f.name, f.weight) for f in rc.functions], rc.timeout_s, rc.failure_score,
+                                   {f.name: f.kwargs for f in rc.functions})
         self.weights = {f.name: f.weight for f in rc.functions} | {m.name: m.weight for m in rc.models}
 
     def score(self, group: PromptGroup, learned_refs: list | None = None) -> tuple[PromptGroup, dict]:

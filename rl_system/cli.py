@@ -5,7 +5,9 @@ import argparse
 import json
 import sys
 
-from rl_system.config import ConfigError, RewardModelTrainConfig, load_config
+from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config
+
+RAY_PIPELINES = ("train", "collect-samples", "rejection-sample", "star")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,8 +17,16 @@ def main(argv: list[str] | None = None) -> None:
     prep.add_argument("--output", default="models/smollm2-135m-instruct")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random model with the SmolLM2 tokenizer (tests)")
     tiny.add_argument("--output", required=True)
+    student = sub.add_parser("make-student", help="a distillation student: the first N layers of a model")
+    student.add_argument("--source", default="models/smollm2-135m-instruct")
+    student.add_argument("--layers", type=int, required=True)
+    student.add_argument("--output", required=True)
     for name, text in [("train", "R1-Zero GRPO on Ray"),
                        ("collect-samples", "policy samples with rule-grader labels (+ PRM step labels), on Ray"),
+                       ("rejection-sample", "sampled answers that pass every required reward, as SFT chat data"),
+                       ("star", "STaR iterations: rationales, rationalisation with hints, SFT, evaluation"),
+                       ("sft", "supervised fine-tuning on chat data (Ray Train + DeepSpeed)"),
+                       ("distill", "distil a teacher's token distribution into a student (Ray Train + DeepSpeed)"),
                        ("train-orm", "train an outcome reward model on collected samples"),
                        ("train-prm", "train a process reward model on collected samples with step labels")]:
         cmd = sub.add_parser(name, help=text)
@@ -39,8 +49,19 @@ def main(argv: list[str] | None = None) -> None:
             from rl_system.models import make_tiny_model
 
             print(make_tiny_model(args.output))
-        elif args.command in ("train", "collect-samples"):
+        elif args.command == "make-student":
+            from rl_system.models import make_layer_cut
+
+            print(make_layer_cut(args.source, args.output, args.layers))
+        elif args.command in RAY_PIPELINES:
             run_on_ray(args.command, load_config(args.config, args.overrides))
+        elif args.command in ("sft", "distill"):
+            cfg = load_config(args.config, args.overrides, cls=SFTConfig)
+            if args.command == "distill" and not cfg.teacher_model:
+                raise ConfigError("config key 'teacher_model': distill needs a teacher model directory")
+            from actors.sft_trainer import run_sft
+
+            print(json.dumps(run_sft(cfg)["history"], indent=2))
         elif args.command in ("train-orm", "train-prm"):
             from rl_system.algorithms.reward_model import train_reward_model
 
@@ -60,12 +81,21 @@ def run_on_ray(command: str, cfg):
     cfg = resolve_paths(cfg)
     _preflight(cfg)
     connect(cfg)
+    if command == "star":
+        from actors.sft_trainer import run_sft
+        from rl_system.pipeline.star import star
+
+        return star(cfg, lambda c: RayWorkers(c, with_learner=False), run_sft)
     workers = RayWorkers(cfg, with_learner=command == "train")
     try:
         if command == "train":
             from rl_system.pipeline.r1_zero import train
 
             return train(cfg, workers)
+        if command == "rejection-sample":
+            from rl_system.pipeline.rejection import rejection_sample
+
+            return rejection_sample(cfg, workers)
         from rl_system.pipeline.collect import collect_samples
 
         return collect_samples(cfg, workers)

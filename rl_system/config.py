@@ -44,8 +44,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RewardFunctionConfig:
-    name: str  # a registered reward ("format", "accuracy") or "package.module:function"
+    name: str  # a registered reward ("format", "accuracy", "language_consistency") or "package.module:function"
     weight: float = 1.0
+    kwargs: dict = field(default_factory=dict)  # extra keyword arguments, e.g. {language: en}
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,59 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class SFTConfig:
+    """`sft` / `distill`: supervised fine-tuning on chat data on Ray Train (DeepSpeed on N workers)."""
+    base_model: str = "models/smollm2-135m-instruct"  # the model trained (the student when distilling)
+    data: str = "runs/sft_data"  # a datasets directory or json/jsonl/parquet with a `messages` column
+    output_dir: str = "runs/sft"
+    teacher_model: str = ""  # distillation: the teacher whose token distribution the student follows
+    distill_weight: float = 1.0  # with a teacher: 1 = pure forward KL, 0 = plain cross-entropy
+    temperature: float = 1.0  # distillation temperature (the KL term is scaled by T^2)
+    epochs: int = 2
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    micro_batch_size: int = 8  # sequences per worker per step
+    max_length: int = 512
+    grad_clip: float = 1.0
+    num_workers: int = 2  # Ray Train workers = DeepSpeed ranks
+    zero_stage: int = 2
+    deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
+    autocast_dtype: str = "bfloat16"
+    num_cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    seed: int = 0
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "micro_batch_size", "max_length", "num_workers"):
+            _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
+        _check(self.lr > 0, "lr", "a positive number", self.lr)
+        _check(self.temperature > 0, "temperature", "a positive number", self.temperature)
+        _check(0 <= self.distill_weight <= 1, "distill_weight", "a number in [0, 1]", self.distill_weight)
+        _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "0, 1, 2 or 3", self.zero_stage)
+        _check(self.autocast_dtype in DTYPES, "autocast_dtype", f"one of {DTYPES}", self.autocast_dtype)
+
+
+@dataclass(frozen=True)
+class RejectionConfig:
+    """`rejection-sample`: keep the sampled answers whose rewards all reach their minimum."""
+    output_dir: str = "runs/rejection"
+    num_prompts: int = 64  # from the train split; rollout.group_size samples each
+    require: dict = field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0})  # reward name -> min score
+    max_per_prompt: int = 0  # distinct answers kept per prompt; 0 = all
+
+
+@dataclass(frozen=True)
+class StarConfig:
+    """STaR: sample rationales, keep correct ones, rationalise failures with the answer as a hint, SFT."""
+    iterations: int = 2
+    num_prompts: int = 64
+    from_base: bool = True  # each iteration fine-tunes the base model again (as in the paper)
+    hint_template: str = "{question}\n(Hint: the answer is {answer}.)"
+    output_dir: str = "runs/star"
+
+
+@dataclass(frozen=True)
 class CollectConfig:
     """`collect-samples`: policy samples with rule-grader labels (and optional PRM step labels)."""
     output_dir: str = "runs/samples"
@@ -143,6 +197,9 @@ class TrainConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    star: StarConfig = field(default_factory=StarConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)  # the SFT stage of STaR and the R1 recipe
     prompts_per_step: int = 4
     num_steps: int = 25
     max_staleness: int = 0  # policy versions a group may lag; 0 = strictly on-policy
@@ -204,6 +261,9 @@ def _validate(c: TrainConfig) -> None:
         _check(m.dtype in DTYPES, f"reward.models[{i}].dtype", f"one of {DTYPES}", m.dtype)
     _check(c.collect.step_split in STEP_SPLITS, "collect.step_split", f"one of {STEP_SPLITS}", c.collect.step_split)
     _check(c.collect.mc_rollouts >= 0, "collect.mc_rollouts", "an integer >= 0", c.collect.mc_rollouts)
+    _check(c.star.iterations > 0, "star.iterations", "a positive integer", c.star.iterations)
+    _check("{question}" in c.star.hint_template and "{answer}" in c.star.hint_template, "star.hint_template",
+           "a template with {question} and {answer}", c.star.hint_template)
     sequences = c.prompts_per_step * c.rollout.group_size
     per_rank = c.learner.num_ranks * c.learner.micro_batch_size
     _check(sequences % per_rank == 0, "learner.micro_batch_size",

@@ -21,3 +21,12 @@ def length_bonus(prompts, completions, **columns):
 
 def not_applicable(prompts, completions, **columns):
     return [None] * len(completions)
+
+
+def accept_all(prompts, completions, **columns):
+    return [1.0] * len(completions)
+
+
+def accepts_hinted(prompts, completions, **columns):
+    """Passes only answers written with the hint in the question: forces STaR's rationalisation path."""
+    return [1.0 if "Hint" in p else 0.0 for p in prompts]

@@ -64,7 +64,7 @@ def samples_dir(tmp_path_factory):
                          "label": int(good), "split": split, "step_labels": [0.5, float(good)]})
     path = tmp_path_factory.mktemp("samples") / "samples"
     datasets.Dataset.from_list(rows).save_to_disk(str(path))
-    (path / "collect.json").write_text(json.dumps({"step_split": "sentences"}))
+    (path / "info.json").write_text(json.dumps({"step_split": "sentences"}))
     return str(path)
 
 

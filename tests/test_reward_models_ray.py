@@ -57,7 +57,7 @@ def test_collect_samples_writes_labelled_dataset(collected):
         assert r["step_labels"][-1] == r["label"]  # the final step is the outcome
         assert all(v in (0.0, 0.5, 1.0) for v in r["step_labels"])  # K=2 continuations per prefix
         assert "".join(r["steps"]) == r["completion"]
-    assert json.loads((collected / "collect.json").read_text())["mc_rollouts"] == 2
+    assert json.loads((collected / "info.json").read_text())["mc_rollouts"] == 2
 
 
 @pytest.fixture(scope="module")

@@ -71,8 +71,8 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rows = load_samples(cfg.samples, cfg.kind, "train")
-    samples_meta = json.loads((Path(cfg.samples) / "collect.json").read_text()) \
-        if (Path(cfg.samples) / "collect.json").is_file() else {}
+    samples_meta = json.loads((Path(cfg.samples) / "info.json").read_text()) \
+        if (Path(cfg.samples) / "info.json").is_file() else {}
     step_split = samples_meta.get("step_split", "sentences") if cfg.kind == "prm" else None
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
     cls = AutoModelForSequenceClassification if cfg.kind == "orm" else AutoModelForTokenClassification

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,3 +102,17 @@ class PromptSampler:
             batch.append(self.problems[self._order(epoch)[pos]])
             self.cursor += 1
         return batch
+
+
+def save_dataset(rows: list[dict], out_dir: str | Path, info: dict) -> Path:
+    """Saves rows as a `datasets` directory plus info.json, swapped in whole (never half-written)."""
+    import datasets
+
+    out = Path(out_dir)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    datasets.Dataset.from_list(rows).save_to_disk(str(partial))
+    (partial / "info.json").write_text(json.dumps({**info, "num_rows": len(rows)}, indent=2, default=str))
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out

@@ -119,3 +119,21 @@ def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = No
     model.save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
     return output
+
+
+def make_layer_cut(source: str | Path, output: str | Path, num_layers: int) -> Path:
+    """A smaller model of the same family: the first `num_layers` decoder layers of `source`,
+    with its embeddings, final norm and head (a common starting point for a distillation student)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(check_model_dir(source), dtype=torch.float32)
+    total = model.config.num_hidden_layers
+    if not 0 < num_layers < total:
+        raise ValueError(f"layers: expected 1..{total - 1} for a model with {total} layers, got {num_layers}")
+    model.model.layers = model.model.layers[:num_layers]
+    model.config.num_hidden_layers = num_layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:num_layers]
+    model.save_pretrained(output, safe_serialization=True)
+    load_tokenizer(source).save_pretrained(output)
+    return Path(output)

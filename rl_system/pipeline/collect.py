@@ -3,12 +3,12 @@ reward-model training; optionally with Math-Shepherd step labels from Monte-Carl
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
 from rl_system.config import TrainConfig
 from rl_system.data import Problem, load_splits
+from rl_system.data.sources import save_dataset
 from rl_system.rewards.steps import mc_step_labels, split_steps, step_ends
 
 
@@ -24,7 +24,7 @@ def collect_samples(cfg: TrainConfig, workers: Workers, log=print) -> Path:
     train_set, eval_set = load_splits(cfg.data)
     rows = []
     for split, problems in (("train", train_set[:cc.num_train_prompts]), ("eval", eval_set[:cc.num_eval_prompts])):
-        groups = workers.fetch(workers.score(workers.generate(problems))[0])
+        groups = sample_and_grade(workers, problems)
         for g in groups:
             for completion, correct, formatted in zip(g.completions, g.rewards["accuracy"], g.rewards["format"]):
                 rows.append({
@@ -39,20 +39,16 @@ def collect_samples(cfg: TrainConfig, workers: Workers, log=print) -> Path:
     if cc.mc_rollouts:
         add_step_labels(cfg, workers, rows, log)
 
-    import datasets
-
-    out = Path(cc.output_dir)
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    datasets.Dataset.from_list(rows).save_to_disk(str(partial))
-    (partial / "collect.json").write_text(json.dumps({
+    return save_dataset(rows, cc.output_dir, {
         "policy_model": cfg.model.path, "task": cfg.data.task, "samples_per_prompt": cfg.rollout.group_size,
-        "step_split": cc.step_split, "mc_rollouts": cc.mc_rollouts, "num_rows": len(rows),
+        "step_split": cc.step_split, "mc_rollouts": cc.mc_rollouts,
         "positive_rate": sum(r["label"] for r in rows) / max(1, len(rows)),
-    }, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
-    return out
+    })
+
+
+def sample_and_grade(workers: Workers, problems: list[Problem], **generate_kwargs) -> list:
+    """Scored PromptGroups, fetched: sampled on the rollout workers, graded on the reward workers."""
+    return workers.fetch(workers.score(workers.generate(problems, **generate_kwargs))[0]) if problems else []
 
 
 def add_step_labels(cfg: TrainConfig, workers: Workers, rows: list[dict], log=print) -> None:
@@ -66,8 +62,8 @@ def add_step_labels(cfg: TrainConfig, workers: Workers, rows: list[dict], log=pr
             owners.append(r_idx)
     problems = [Problem(rows[i]["prompt_id"], rows[i]["question"], rows[i]["answer"], json.loads(rows[i]["columns"]))
                 for i in owners]
-    groups = workers.fetch(workers.score(workers.generate(
-        problems, n=cc.mc_rollouts, max_new_tokens=cc.mc_max_new_tokens, prefills=prefixes))[0]) if problems else []
+    groups = sample_and_grade(workers, problems, n=cc.mc_rollouts, max_new_tokens=cc.mc_max_new_tokens,
+                              prefills=prefixes)
     continuations: dict[int, list[list[float]]] = {}
     for owner, g in zip(owners, groups):
         continuations.setdefault(owner, []).append([float(v >= 1.0) for v in g.rewards["accuracy"]])

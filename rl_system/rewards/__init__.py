@@ -4,13 +4,14 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from rl_system.rewards.rules import accuracy_reward, extract_answer, format_reward
+from rl_system.rewards.rules import accuracy_reward, extract_answer, format_reward, language_consistency_reward
 
 RewardFn = Callable[..., list]
 
 REWARD_FUNCTIONS: dict[str, RewardFn] = {
     "format": format_reward,
     "accuracy": accuracy_reward,
+    "language_consistency": language_consistency_reward,
 }
 
 
@@ -35,4 +36,4 @@ def resolve_reward(name: str) -> RewardFn:
 
 
 __all__ = ["REWARD_FUNCTIONS", "RewardFn", "UnknownRewardError", "accuracy_reward", "extract_answer",
-           "format_reward", "resolve_reward"]
+           "format_reward", "language_consistency_reward", "resolve_reward"]

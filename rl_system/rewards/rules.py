@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 
 STRICT_FORMAT = re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*$",
                            re.DOTALL)
@@ -55,3 +56,29 @@ def _math_verify_score(given: str, gold: str) -> float:
         return parse(text if "$" in text or "\\" in text else f"${text}$")
 
     return 1.0 if verify(parsed(gold), parsed(given)) else 0.0
+
+
+# Unicode script names (the start of unicodedata.name) that count as writing in a language.
+LANGUAGE_SCRIPTS = {
+    "en": ("LATIN",), "fr": ("LATIN",), "de": ("LATIN",), "es": ("LATIN",), "it": ("LATIN",), "pt": ("LATIN",),
+    "ru": ("CYRILLIC",), "zh": ("CJK",), "ja": ("CJK", "HIRAGANA", "KATAKANA"), "ko": ("HANGUL",),
+    "ar": ("ARABIC",), "hi": ("DEVANAGARI",),
+}
+
+
+def language_consistency_reward(prompts, completions, language: str = "en", **columns) -> list[float]:
+    """DeepSeek-R1's language-consistency reward: the share of the chain of thought's words that are
+    written in the target language's script (digits and symbols are neutral). No words: 0.0."""
+    if language not in LANGUAGE_SCRIPTS:
+        raise ValueError(f"language_consistency: unknown language '{language}' (known: {sorted(LANGUAGE_SCRIPTS)})")
+    scripts = LANGUAGE_SCRIPTS[language]
+
+    def in_script(word: str) -> bool:
+        return all(unicodedata.name(ch, "").startswith(scripts) for ch in word if ch.isalpha())
+
+    scores = []
+    for completion in completions:
+        found = re.search(r"<think>(.*?)(?:</think>|$)", completion, re.DOTALL)
+        words = [w for w in re.findall(r"\w+", found.group(1) if found else completion) if any(ch.isalpha() for ch in w)]
+        scores.append(sum(in_script(w) for w in words) / len(words) if words else 0.0)
+    return scores

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from rl_system.rewards import resolve_reward
 
 
-def _call(name: str, prompts: list[str], completions: list[str], columns: dict) -> list:
-    return list(resolve_reward(name)(prompts, completions, **columns))
+def _call(name: str, prompts: list[str], completions: list[str], columns: dict, kwargs: dict) -> list:
+    return list(resolve_reward(name)(prompts, completions, **columns, **kwargs))
 
 
 @dataclass
@@ -30,10 +30,12 @@ def weighted_total(scores: dict[str, list[float]], weights: dict[str, float]) ->
 
 
 class RewardRunner:
-    def __init__(self, functions: list[tuple[str, float]], timeout_s: float, failure_score: float = 0.0):
+    def __init__(self, functions: list[tuple[str, float]], timeout_s: float, failure_score: float = 0.0,
+                 kwargs: dict[str, dict] | None = None):
         for name, _ in functions:
             resolve_reward(name)  # unknown names fail here, before any scoring
         self.functions, self.timeout_s, self.failure_score = functions, timeout_s, failure_score
+        self.kwargs = kwargs or {}
         self.failure_counts = {name: 0 for name, _ in functions}
         self._pool = None
 
@@ -53,7 +55,8 @@ class RewardRunner:
         scores, failures = {}, {}
         for name, _ in self.functions:
             try:
-                values = self._get_pool().apply_async(_call, (name, prompts, completions, columns)).get(self.timeout_s)
+                values = self._get_pool().apply_async(
+                    _call, (name, prompts, completions, columns, self.kwargs.get(name, {}))).get(self.timeout_s)
                 if len(values) != n:
                     raise ValueError(f"returned {len(values)} scores for {n} completions")
                 # None means "not applicable to this sample" (TRL convention): no contribution.
