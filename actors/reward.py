@@ -9,6 +9,7 @@ import torch
 
 from actors.group import ActorGroup
 from rl_system.config import RewardModelConfig, TrainConfig
+from rl_system.data.general import prompt_kind
 from rl_system.models import pick_device
 from rl_system.rewards.learned import LearnedReward
 from rl_system.rewards.runner import RewardRunner, weighted_total
@@ -34,19 +35,25 @@ class RuleRewardWorker:
         self.runner = RewardRunner([(f.name, f.weight) for f in rc.functions], rc.timeout_s, rc.failure_score,
                                    {f.name: f.kwargs for f in rc.functions})
         self.weights = {f.name: f.weight for f in rc.functions} | {m.name: m.weight for m in rc.models}
+        self.applies_to = {r.name: r.applies_to for r in (*rc.functions, *rc.models)}
 
     def score(self, group: PromptGroup, learned_refs: list | None = None) -> tuple[PromptGroup, dict]:
         start = time.perf_counter()
-        result = self.runner.score(*_reward_inputs(group))
+        kind = prompt_kind(group.problem)
+        not_here = {name for name, where in self.applies_to.items() if where not in ("all", kind)}
+        result = self.runner.score(*_reward_inputs(group), skip=not_here)
         scores, failures = result.scores, dict(result.failures)
         n = len(group.completions)
         for model_cfg, ref in zip(self.cfg.reward.models, learned_refs or []):
+            if model_cfg.name in not_here:
+                continue
             remaining = max(0.0, model_cfg.timeout_s - (time.perf_counter() - start))
             try:
                 scores[model_cfg.name] = ray.get(ref, timeout=remaining)
             except Exception:  # late, crashed or dead replica: counted, scored, the run goes on
                 scores[model_cfg.name] = [self.cfg.reward.failure_score] * n
                 failures[model_cfg.name] = failures.get(model_cfg.name, 0) + 1
+        scores.update({name: [0.0] * n for name in not_here})  # learned rewards that do not apply here
         scored = dataclasses.replace(group, rewards=scores, total_rewards=weighted_total(scores, self.weights),
                                      reward_failures=failures, score_s=time.perf_counter() - start)
         return scored, group_summary(scored)

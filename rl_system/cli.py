@@ -7,7 +7,7 @@ import sys
 
 from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config
 
-RAY_PIPELINES = ("train", "collect-samples", "rejection-sample", "star")
+RAY_PIPELINES = ("train", "collect-samples", "rejection-sample", "star", "pipeline")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
                        ("collect-samples", "policy samples with rule-grader labels (+ PRM step labels), on Ray"),
                        ("rejection-sample", "sampled answers that pass every required reward, as SFT chat data"),
                        ("star", "STaR iterations: rationales, rationalisation with hints, SFT, evaluation"),
+                       ("pipeline", "the DeepSeek-R1 recipe in checkpointed stages (--resume skips done ones)"),
                        ("sft", "supervised fine-tuning on chat data (Ray Train + DeepSpeed)"),
                        ("distill", "distil a teacher's token distribution into a student (Ray Train + DeepSpeed)"),
                        ("train-orm", "train an outcome reward model on collected samples"),
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", default=None, help="YAML file, e.g. configs/r1_zero.yaml")
         cmd.add_argument("overrides", nargs="*", help="key=value, e.g. learner.lr=1e-5 num_steps=10")
+        if name == "pipeline":
+            cmd.add_argument("--resume", action="store_true", help="restart at the first unfinished stage")
     rm_eval = sub.add_parser("eval-rm", help="AUROC / accuracy of reward models against the rule grader")
     rm_eval.add_argument("--samples", required=True, help="a collect-samples directory (its 'eval' split is used)")
     rm_eval.add_argument("--orm", default=None, help="ORM directory")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
             print(make_layer_cut(args.source, args.output, args.layers))
         elif args.command in RAY_PIPELINES:
-            run_on_ray(args.command, load_config(args.config, args.overrides))
+            run_on_ray(args.command, load_config(args.config, args.overrides), getattr(args, "resume", False))
         elif args.command in ("sft", "distill"):
             cfg = load_config(args.config, args.overrides, cls=SFTConfig)
             if args.command == "distill" and not cfg.teacher_model:
@@ -74,18 +77,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
 
 
-def run_on_ray(command: str, cfg):
+def run_on_ray(command: str, cfg, resume: bool = False):
     # The CLI is the composition root: the Ray backend is loaded only here, so the core stays Ray-free.
     from actors.controller import RayWorkers, connect, resolve_paths
 
     cfg = resolve_paths(cfg)
     _preflight(cfg)
     connect(cfg)
-    if command == "star":
+    if command in ("star", "pipeline"):
         from actors.sft_trainer import run_sft
+        from rl_system.pipeline.r1 import run_r1
         from rl_system.pipeline.star import star
 
-        return star(cfg, lambda c: RayWorkers(c, with_learner=False), run_sft)
+        def start_workers(c, with_learner=False):
+            return RayWorkers(c, with_learner=with_learner)
+
+        if command == "star":
+            return star(cfg, start_workers, run_sft)
+        return run_r1(cfg, start_workers, run_sft, resume)
     workers = RayWorkers(cfg, with_learner=command == "train")
     try:
         if command == "train":

@@ -37,6 +37,7 @@ class DataConfig:
     answer_column: str = "answer"
     num_train: int = 1000
     num_eval: int = 64
+    general_prompts: int = 0  # general (non-reasoning) prompts mixed into the train split
     seed: int = 0
     system_prompt: str = ""  # empty: the built-in R1 prompt with one tagged example
     prefill: str = "<think>"  # start of the assistant turn, as TinyZero-style recipes do
@@ -47,6 +48,7 @@ class RewardFunctionConfig:
     name: str  # a registered reward ("format", "accuracy", "language_consistency") or "package.module:function"
     weight: float = 1.0
     kwargs: dict = field(default_factory=dict)  # extra keyword arguments, e.g. {language: en}
+    applies_to: str = "all"  # "all", "reasoning" or "general" prompts; elsewhere it scores 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class RewardModelConfig:
     path: str  # HF directory written by train-orm / train-prm
     kind: str = "orm"  # "orm": one score per completion; "prm": one per reasoning step
     weight: float = 1.0
+    applies_to: str = "all"  # "all", "reasoning" or "general" prompts; elsewhere it scores 0
     aggregate: str = "min"  # PRM steps -> one score: "min", "last" or "product"
     replicas: int = 1
     batch_size: int = 16  # completions per forward pass
@@ -178,6 +181,20 @@ class StarConfig:
 
 
 @dataclass(frozen=True)
+class R1Config:
+    """`pipeline`: the DeepSeek-R1 recipe in stages, each checkpointed; `--resume` skips finished ones."""
+    output_dir: str = "runs/r1"
+    cold_start_prompts: int = 136  # reasoning prompts sampled (with hints where needed) for cold-start SFT
+    reasoning_rl_steps: int = 20
+    language: str = "en"  # target language of the language-consistency reward
+    language_weight: float = 0.1
+    general_prompts: int = 48  # general prompts: SFT data, the helpfulness/harmlessness RM, all-scenario RL
+    rejection_prompts: int = 136
+    all_scenario_rl_steps: int = 20
+    hh_rm_epochs: int = 2
+
+
+@dataclass(frozen=True)
 class CollectConfig:
     """`collect-samples`: policy samples with rule-grader labels (and optional PRM step labels)."""
     output_dir: str = "runs/samples"
@@ -200,6 +217,7 @@ class TrainConfig:
     rejection: RejectionConfig = field(default_factory=RejectionConfig)
     star: StarConfig = field(default_factory=StarConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)  # the SFT stage of STaR and the R1 recipe
+    r1: R1Config = field(default_factory=R1Config)
     prompts_per_step: int = 4
     num_steps: int = 25
     max_staleness: int = 0  # policy versions a group may lag; 0 = strictly on-policy
@@ -253,6 +271,8 @@ def _validate(c: TrainConfig) -> None:
            "at least one reward function or reward model", [])
     names = [f.name for f in c.reward.functions] + [m.name for m in c.reward.models]
     _check(len(names) == len(set(names)), "reward", "distinct reward names", names)
+    for r in (*c.reward.functions, *c.reward.models):
+        _check(r.applies_to in PROMPT_KINDS, f"reward '{r.name}' applies_to", f"one of {PROMPT_KINDS}", r.applies_to)
     for i, m in enumerate(c.reward.models):
         _check(m.kind in ("orm", "prm"), f"reward.models[{i}].kind", "'orm' or 'prm'", m.kind)
         _check(m.aggregate in PRM_AGGREGATES, f"reward.models[{i}].aggregate", f"one of {PRM_AGGREGATES}", m.aggregate)
@@ -275,6 +295,7 @@ def _validate(c: TrainConfig) -> None:
 
 LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 PRM_AGGREGATES = ("min", "last", "product")
+PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")
 DTYPES = ("float32", "bfloat16", "float16")
 

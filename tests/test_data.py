@@ -62,3 +62,12 @@ def test_prompt_asks_for_tags_and_prefills_think(tiny_model_dir):
 
     text = format_prompt(load_tokenizer(tiny_model_dir), "What is 1 + 2?")
     assert "<answer>" in text and text.endswith("<|im_start|>assistant\n<think>")
+
+
+def test_general_prompts_join_the_train_split_only():
+    train, held_out = load_splits(DataConfig(num_train=20, num_eval=5, general_prompts=8))
+    general = [p for p in train if p.columns.get("kind") == "general"]
+    assert len(general) == 8 and len(train) == 28
+    assert sum(p.columns["harmful"] for p in general) == 2  # a quarter: asks whose right answer is a refusal
+    assert all(p.columns.get("kind") != "general" for p in held_out)
+    assert len({p.problem_id for p in train}) == len(train)

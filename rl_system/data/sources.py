@@ -41,7 +41,12 @@ def load_splits(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     def build(qs: list[str]) -> list[Problem]:
         return [Problem(i, q, unique[q][0], unique[q][1]) for i, q in enumerate(qs)]
 
-    return build(train_q), build(eval_q)
+    train = build(train_q)
+    if cfg.general_prompts:
+        from rl_system.data.general import general_problems
+
+        train += general_problems(cfg.general_prompts, cfg.seed, start_id=len(train))
+    return train, build(eval_q)
 
 
 def _reasoning_gym_items(cfg: DataConfig):

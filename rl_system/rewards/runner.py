@@ -49,11 +49,15 @@ class RewardRunner:
             self._pool.terminate()
             self._pool = None
 
-    def score(self, prompts: list[str], completions: list[str], columns: dict[str, list]) -> RewardResult:
+    def score(self, prompts: list[str], completions: list[str], columns: dict[str, list],
+              skip: set[str] = frozenset()) -> RewardResult:
+        """Scores with every function but those in `skip`, which score 0 (not applicable here)."""
         start = time.perf_counter()
         n = len(completions)
-        scores, failures = {}, {}
+        scores, failures = {name: [0.0] * n for name in skip}, {}
         for name, _ in self.functions:
+            if name in skip:
+                continue
             try:
                 values = self._get_pool().apply_async(
                     _call, (name, prompts, completions, columns, self.kwargs.get(name, {}))).get(self.timeout_s)
