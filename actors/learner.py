@@ -32,6 +32,23 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
     return _merge(ds, overrides or {})
 
 
+def init_deepspeed(device: torch.device):
+    """Joins the torch.distributed group (gloo on CPU, nccl on GPU) and returns the deepspeed module.
+
+    On CPU, DeepSpeed would JIT-compile its shared-memory all-reduce op here; only its
+    inference_all_reduce uses that op (training all-reduces go through the process group), so it
+    is marked unavailable: no compiler run on a worker's first start, no ISA-dependent kernel."""
+    if device.type == "cpu":
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    import deepspeed
+    import deepspeed.ops
+
+    if device.type == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    return deepspeed
+
+
 @contextlib.contextmanager
 def full_parameters(engine, zero_stage: int):
     """Full parameters on every rank: a collective gather under ZeRO-3, nothing to do otherwise."""
@@ -70,11 +87,7 @@ class LearnerRank:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0" if self.device.type == "cpu" else
                           str(ray.get_gpu_ids()[0] if ray.get_gpu_ids() else 0))
-        if self.device.type == "cpu":
-            os.environ["DS_ACCELERATOR"] = "cpu"
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        deepspeed = init_deepspeed(self.device)
         torch.manual_seed(self.cfg.seed)
         cfg = self.cfg
         model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code)

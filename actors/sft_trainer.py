@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 import torch
 
-from actors.learner import deepspeed_config, full_parameters
+from actors.learner import deepspeed_config, full_parameters, init_deepspeed
 from rl_system.algorithms.sft import collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
 from rl_system.data.sources import DatasetError
@@ -29,11 +29,8 @@ def _train_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = torch.device(f"cuda:{ctx.get_local_rank()}" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        os.environ["DS_ACCELERATOR"] = "cpu"
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_worker)))
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")  # joins Ray Train's group
+    deepspeed = init_deepspeed(device)  # joins Ray Train's process group
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
     encoded = [encode_chat(tokenizer, row["messages"], cfg.max_length) for row in load_chat_rows(cfg.data)]
