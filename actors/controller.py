@@ -11,13 +11,15 @@ from pathlib import Path
 
 import ray
 
-from actors.group import ActorGroup, wait_until_gone
+from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_gone
 from actors.learner import LearnerRank
+from actors.metrics import RunMetrics
 from actors.replay_buffer import ReplayBuffer
 from actors.reward import ModelRewardPool, RuleRewardWorker
 from actors.rollout import RolloutWorker
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
+from rl_system.elastic import RolloutScaler
 from rl_system.weights import WeightSyncError
 
 
@@ -32,11 +34,13 @@ def connect(cfg: TrainConfig) -> None:
     if address:
         ray.init(address=address, namespace=cfg.cluster.namespace)  # the job's runtime env applies
         return
-    needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + cfg.rollout.num_workers * cfg.rollout.num_cpus
+    most_rollouts = cfg.rollout.worker_bounds()[1]
+    needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + most_rollouts * cfg.rollout.num_cpus
               + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models))
     ray.init(num_cpus=cfg.cluster.num_cpus or max(math.ceil(needed), os.cpu_count() or 1),
              include_dashboard=cfg.cluster.include_dashboard, dashboard_host=cfg.cluster.dashboard_host,
-             namespace=cfg.cluster.namespace, runtime_env=env)
+             namespace=cfg.cluster.namespace, runtime_env=env,
+             _metrics_export_port=cfg.cluster.metrics_export_port or None)
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
@@ -62,51 +66,79 @@ class RayWorkers:
         self.learners = None
         if with_learner:
             self.learners = ActorGroup(LearnerRank, "learner", lc.num_ranks, cfg, lc.num_ranks,
-                                       num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, strategy=lc.placement_strategy)
-        self.rollouts = ActorGroup(RolloutWorker, "rollout", rc.num_workers, cfg,
-                                   num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, strategy="SPREAD")
-        self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg,
-                                  num_cpus=wc.num_cpus, strategy="SPREAD")
+                                       **role_resources(lc), strategy=lc.placement_strategy)
+        self.metrics = RunMetrics()
+        self.scaler = RolloutScaler.from_config(rc)
+        self.rollouts = ElasticActorGroup(RolloutWorker, "rollout", rc.num_workers, cfg, **role_resources(rc),
+                                          request_nodes=self.scaler.elastic)
+        self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
+                                  strategy="SPREAD")
         self.reward_models = [ModelRewardPool(m) for m in wc.models]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
         if self.learners:
             addr, port = ray.get(self.learners.actors[0].master_address.remote())
             ray.get(self.learners.call("setup", addr, port))  # collective: all ranks join together
-        ray.get(self.rollouts.call("version"))
         for pool in self.reward_models:
             pool.health()  # every replica loaded its model
         self._next_reward = 0
+        self._weights: tuple[int, list] | None = None  # the last published (version, [ref]), for late joiners
+        self._generate_calls: list[tuple[str, float, list]] = []
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
-                 n: int | None = None, prefills: list[str] | None = None) -> list:
-        """One ref per problem, in the order given."""
+                 n: int | None = None, prefills: list[str] | None = None,
+                 stop_strings: tuple[str, ...] | None = None) -> list:
+        """One ref per problem, in the order given; `stop_strings` overrides rollout.stop_strings."""
         size = len(self.rollouts)
         refs: list = [None] * len(problems)
-        for w, worker in enumerate(self.rollouts.actors):
+        self._generate_calls = []
+        for w, (name, worker) in enumerate(zip(self.rollouts.names, self.rollouts.actors)):
             index = list(range(w, len(problems), size))
             if not index:
                 continue
             out = worker.generate.options(num_returns=len(index)).remote(
                 [problems[i] for i in index], greedy, max_new_tokens, n,
-                [prefills[i] for i in index] if prefills else None)
-            for i, ref in zip(index, [out] if len(index) == 1 else out):
+                [prefills[i] for i in index] if prefills else None, stop_strings)
+            out = [out] if len(index) == 1 else list(out)
+            self._generate_calls.append((name, time.monotonic(), out))
+            for i, ref in zip(index, out):
                 refs[i] = ref
         return refs
 
     def wait(self, handles: list) -> None:
+        """Waits for generation, timing each rollout worker's call of the last `generate`."""
+        self._wait_timed(self._generate_calls, "generate")
+        self._generate_calls = []
         ray.wait(handles, num_returns=len(handles), fetch_local=False)
+
+    def _wait_timed(self, calls: list[tuple[str, float, list]], method: str) -> None:
+        """Waits for every (actor name, submitted at, refs) call and records each actor's latency,
+        from submission to its last result, in the `rl_actor_call_seconds` histogram."""
+        owner = {ref: name for name, _, refs in calls for ref in refs}
+        left = {name: len(refs) for name, _, refs in calls}
+        submitted = {name: start for name, start, _ in calls}
+        pending = list(owner)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, fetch_local=False)
+            for ref in done:
+                left[owner[ref]] -= 1
+                if left[owner[ref]] == 0:
+                    self.metrics.actor_call(owner[ref], method, time.monotonic() - submitted[owner[ref]])
 
     def score(self, rollouts: list) -> tuple[list, list[dict]]:
         """Rule and learned rewards run at the same time; each group travels rollout worker ->
         object store -> reward workers, and the rule worker merges the learned scores."""
         learned = [pool.score(rollouts) for pool in self.reward_models]
         scored, summary_refs = [], []
+        start, by_actor = time.monotonic(), {}
         for i, ref in enumerate(rollouts):
-            actor = self.rewards.actors[self._next_reward % len(self.rewards)]
+            k = self._next_reward % len(self.rewards)
             self._next_reward += 1
-            group_ref, summary_ref = actor.score.options(num_returns=2).remote(ref, [refs[i] for refs in learned])
+            group_ref, summary_ref = self.rewards.actors[k].score.options(num_returns=2).remote(
+                ref, [refs[i] for refs in learned])
             scored.append(group_ref)
             summary_refs.append(summary_ref)
+            by_actor.setdefault(self.rewards.names[k], []).append(summary_ref)
+        self._wait_timed([(name, start, refs) for name, refs in by_actor.items()], "score")
         return scored, ray.get(summary_refs)
 
     def buffer_add(self, scored: list, summaries: list[dict]) -> None:
@@ -116,7 +148,9 @@ class RayWorkers:
         return ray.get(self.buffer.sample.remote(n, learner_version))
 
     def train(self, batch: list) -> dict:
-        per_rank = ray.get(self.learners.call("train", batch))
+        start, refs = time.monotonic(), self.learners.call("train", batch)
+        self._wait_timed([(name, start, [ref]) for name, ref in zip(self.learners.names, refs)], "train")
+        per_rank = ray.get(refs)
         ray.get(self.buffer.acknowledge.remote(len(batch)))
         stats = {k: sum(r.get(k, 0.0) for r in per_rank) for k in per_rank[0]}
         stats["grad_norm"] = per_rank[0]["grad_norm"]  # a global quantity, the same on every rank
@@ -134,6 +168,25 @@ class RayWorkers:
             raise WeightSyncError(f"weight sync to version {version} exceeded sync_timeout_s={deadline}") from None
         if loaded != [version] * len(self.rollouts):
             raise WeightSyncError(f"rollout workers hold versions {loaded}, expected {version}")
+        if self.scaler.elastic:
+            self._weights = (version, packed)
+
+    def step_done(self, step: int, metrics: dict) -> dict:
+        """After each training step: rollout workers started earlier that are now up load the current
+        weights and join; the pool is resized for the step's share of generation; the step's metrics
+        go to Prometheus. Returns the pool size for metrics.jsonl."""
+        self.rollouts.admit_ready(self._load_current_weights)
+        target = self.scaler.decide(step, metrics, pending=len(self.rollouts.pending))
+        if target != self.rollouts.size:
+            self.rollouts.resize(target)
+        self.metrics.record(step, metrics)
+        self.metrics.rollout_pool(len(self.rollouts), target)
+        return {"rollout/workers": len(self.rollouts), "rollout/target_workers": target}
+
+    def _load_current_weights(self, worker) -> ray.ObjectRef:
+        if self._weights is None:  # nothing published yet: the worker holds the initial model
+            return worker.version.remote()
+        return worker.load_weights.remote(*self._weights)
 
     def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]:
         rollouts = self.generate(problems, greedy=True, max_new_tokens=max_new_tokens)

@@ -1,9 +1,11 @@
-"""One helper for every role: a placement group, one actor per bundle, calls fanned out to all."""
+"""Actor groups for every role: a fixed group in a placement group (learners, reward workers) and an
+elastic group that grows with the cluster (rollout workers); calls fan out to all members."""
 from __future__ import annotations
 
 import time
 
 import ray
+from ray.autoscaler.sdk import request_resources
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -12,13 +14,14 @@ class ActorGroup:
     """`n` actors of `actor_cls`, named `{role}-{i}`, each in its own placement-group bundle.
 
     strategy "PACK"/"STRICT_PACK" keeps ranks together (learners); "SPREAD" spreads them
-    (rollout workers). Constructor args are passed to every actor, plus its index.
+    (reward workers). Constructor args are passed to every actor, plus its index.
     """
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 strategy: str = "PACK", ready_timeout_s: float = 600.0, **kwargs):
+                 memory: float = 0.0, resources: dict | None = None, strategy: str = "PACK",
+                 ready_timeout_s: float = 600.0, **kwargs):
         self.role = role
-        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
+        bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
         self.placement_group = placement_group([bundle] * n, strategy=strategy, name=f"{role}-pg")
         try:
             ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
@@ -27,11 +30,15 @@ class ActorGroup:
                                f"(strategy {strategy}); lower {role}.num_workers / num_cpus or add nodes") from None
         self.actors = [
             actor_cls.options(
-                name=f"{role}-{i}", num_cpus=num_cpus, num_gpus=num_gpus,
+                name=f"{role}-{i}", **actor_options(num_cpus, num_gpus, memory, resources),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
             ).remote(*args, i, **kwargs)
             for i in range(n)
         ]
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.role}-{i}" for i in range(len(self.actors))]
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -44,7 +51,116 @@ class ActorGroup:
         for actor in self.actors:
             ray.kill(actor)
         remove_placement_group(self.placement_group)
-        wait_until_gone([f"{self.role}-{i}" for i in range(len(self.actors))])
+        wait_until_gone(self.names)
+
+
+class ElasticActorGroup:
+    """Actors of one role whose number changes during a run, between steps.
+
+    Each actor is scheduled on its own with Ray's SPREAD strategy (no placement group, so one can
+    come or go alone). A started actor waits in Ray's queue until some node has its resources
+    (with `request_nodes`, the autoscaler is asked for them), and joins the group only once its
+    constructor has run. Retiring ends the newest actors first; nodes they leave idle are then
+    removed by the autoscaler.
+    """
+
+    def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 memory: float = 0.0, resources: dict | None = None, request_nodes: bool = False,
+                 ready_timeout_s: float = 600.0, **kwargs):
+        self.actor_cls, self.role, self.args, self.kwargs = actor_cls, role, args, kwargs
+        self.options = actor_options(num_cpus, num_gpus, memory, resources)
+        self.bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
+        self.request_nodes = request_nodes
+        self.members: dict[int, ray.actor.ActorHandle] = {}  # index -> ready actor
+        self.pending: dict[int, tuple[ray.actor.ActorHandle, ray.ObjectRef]] = {}  # index -> (actor, ready ref)
+        self.resize(n)
+        try:
+            ray.get([ready for _, ready in self.pending.values()], timeout=ready_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.kill()
+            raise TimeoutError(f"{role}: the cluster could not place {n} x {self.bundle} within "
+                               f"{ready_timeout_s:.0f} s; lower {role}.num_workers / resources or add nodes") from None
+        self.admit_ready()
+
+    @property
+    def actors(self) -> list:
+        return [self.members[i] for i in sorted(self.members)]
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.role}-{i}" for i in sorted(self.members)]
+
+    @property
+    def size(self) -> int:
+        """Ready and starting actors: what the group is heading for."""
+        return len(self.members) + len(self.pending)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def call(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
+        """Calls `method` on every ready actor; returns one ref per actor."""
+        return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
+
+    def resize(self, target: int) -> None:
+        """Starts or retires actors until `target` are ready or starting."""
+        if self.request_nodes:  # a floor for the autoscaler, kept until the next call replaces it
+            request_resources(bundles=[self.bundle] * target)
+        while self.size < target:
+            index = next(i for i in range(self.size + 1) if i not in self.members and i not in self.pending)
+            actor = self.actor_cls.options(name=f"{self.role}-{index}", scheduling_strategy="SPREAD",
+                                           **self.options).remote(*self.args, index, **self.kwargs)
+            self.pending[index] = (actor, actor.__ray_ready__.remote())
+        while self.size > target:  # the not-yet-ready first, then the newest ready
+            index = max(self.pending) if self.pending else max(self.members)
+            actor = self.pending.pop(index)[0] if index in self.pending else self.members.pop(index)
+            ray.kill(actor)
+            wait_until_gone([f"{self.role}-{index}"])
+
+    def admit_ready(self, prepare=None) -> list[str]:
+        """Moves started actors whose constructor has run into the group. `prepare(actor)` returns a
+        ref to wait on first (e.g. loading the current weights). Returns the names admitted."""
+        if not self.pending:
+            return []
+        refs = [ready for _, ready in self.pending.values()]
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        ready = [i for i, (_, ref) in self.pending.items() if ref in done]
+        ray.get([self.pending[i][1] for i in ready])  # raises if a constructor failed
+        if prepare is not None:
+            ray.get([prepare(self.pending[i][0]) for i in ready])
+        for i in ready:
+            self.members[i] = self.pending.pop(i)[0]
+        return [f"{self.role}-{i}" for i in ready]
+
+    def kill(self) -> None:
+        names = [f"{self.role}-{i}" for i in [*self.members, *self.pending]]
+        for actor in [*self.members.values(), *(a for a, _ in self.pending.values())]:
+            ray.kill(actor)
+        self.members, self.pending = {}, {}
+        if self.request_nodes:
+            request_resources(bundles=[])  # drop the floor: idle nodes may go
+        wait_until_gone(names)
+
+
+def resource_bundle(num_cpus: float, num_gpus: float, memory: float, resources: dict | None) -> dict:
+    """What one actor reserves, as a placement-group bundle or an autoscaler request."""
+    bundle = {"CPU": num_cpus, **(resources or {})}
+    if num_gpus:
+        bundle["GPU"] = num_gpus
+    if memory:
+        bundle["memory"] = int(memory)
+    return bundle
+
+
+def actor_options(num_cpus: float, num_gpus: float, memory: float, resources: dict | None) -> dict:
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": int(memory) or None,
+            "resources": dict(resources or {})}
+
+
+def role_resources(section) -> dict:
+    """The resource keyword arguments of a group from a role's config section."""
+    return {"num_cpus": section.num_cpus, "num_gpus": getattr(section, "num_gpus", 0.0), "memory": section.memory,
+            "resources": dict(section.resources)}
 
 
 def wait_until_gone(names: list[str], timeout_s: float = 30.0) -> None:

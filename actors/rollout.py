@@ -27,11 +27,13 @@ class RolloutWorker:
         self.policy_version = 0
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
-                 n: int | None = None, prefills: list[str] | None = None):
+                 n: int | None = None, prefills: list[str] | None = None,
+                 stop_strings: tuple[str, ...] | None = None):
+        """`stop_strings` replaces rollout.stop_strings for this call (test-time search stops at a step)."""
         rc = self.cfg.rollout
         params = SamplingParams(n=1 if greedy else (n or rc.group_size),
                                 max_new_tokens=max_new_tokens or rc.max_new_tokens, temperature=rc.temperature,
-                                top_p=rc.top_p, greedy=greedy, stop_strings=rc.stop_strings)
+                                top_p=rc.top_p, greedy=greedy, stop_strings=stop_strings or rc.stop_strings)
         per_call = max(1, rc.max_batch_sequences // params.n)  # bounds the logits kept in memory
         groups = [g for i in range(0, len(problems), per_call) for g in generate_groups(
             self.model, self.tokenizer, problems[i:i + per_call], params, self.policy_version,

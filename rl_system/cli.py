@@ -35,6 +35,14 @@ def main(argv: list[str] | None = None) -> None:
         cmd.add_argument("overrides", nargs="*", help="key=value, e.g. learner.lr=1e-5 num_steps=10")
         if name == "pipeline":
             cmd.add_argument("--resume", action="store_true", help="restart at the first unfinished stage")
+    search = sub.add_parser("evaluate", help="test-time search methods x budgets on the held-out split, on Ray")
+    search.add_argument("--config", default=None, help="YAML file, e.g. configs/evaluate.yaml")
+    search.add_argument("--methods", default=None, help="comma-separated, from greedy,maj,bon,wbon,beam,mcts")
+    search.add_argument("--budgets", default=None, help="comma-separated positive integers, e.g. 1,2,4,8,16")
+    search.add_argument("overrides", nargs="*", help="key=value, e.g. search.num_problems=32")
+    plot = sub.add_parser("plot", help="PNG charts of a run's metrics.jsonl (for people without Grafana)")
+    plot.add_argument("run_dir", help="a run's output_dir, e.g. runs/r1_zero")
+    plot.add_argument("--output", default=None, help="folder for the PNGs (default: RUN_DIR/plots)")
     rm_eval = sub.add_parser("eval-rm", help="AUROC / accuracy of reward models against the rule grader")
     rm_eval.add_argument("--samples", required=True, help="a collect-samples directory (its 'eval' split is used)")
     rm_eval.add_argument("--orm", default=None, help="ORM directory")
@@ -71,6 +79,13 @@ def main(argv: list[str] | None = None) -> None:
             kind = args.command.removeprefix("train-")
             cfg = load_config(args.config, [*args.overrides, f"kind={kind}"], cls=RewardModelTrainConfig)
             print(train_reward_model(cfg))
+        elif args.command == "evaluate":
+            evaluate_search(load_config(args.config, [*args.overrides, *_search_flags(args)]))
+        elif args.command == "plot":
+            from rl_system.plot import plot_run
+
+            for path in plot_run(args.run_dir, args.output).values():
+                print(path)
         elif args.command == "eval-rm":
             print(json.dumps(eval_reward_models(args), indent=2))
     except (ConfigError, FileNotFoundError, ValueError) as e:
@@ -110,6 +125,32 @@ def run_on_ray(command: str, cfg, resume: bool = False):
         return collect_samples(cfg, workers)
     finally:
         workers.shutdown()
+
+
+def evaluate_search(cfg) -> list[dict]:
+    from actors.controller import resolve_paths
+    from actors.search_backend import evaluate_on_ray
+    from rl_system.search.evaluate import preflight
+
+    cfg = resolve_paths(cfg)
+    _preflight(cfg)
+    preflight(cfg)
+    return evaluate_on_ray(cfg)
+
+
+def _search_flags(args) -> list[str]:
+    """--methods / --budgets as search.* overrides, validated with the rest of the config."""
+    overrides = []
+    if args.methods is not None:
+        overrides.append("search.methods=" + json.dumps([m.strip() for m in args.methods.split(",") if m.strip()]))
+    if args.budgets is not None:
+        try:
+            budgets = [int(b) for b in args.budgets.split(",")]
+        except ValueError:
+            raise ConfigError(f"--budgets '{args.budgets}': expected comma-separated positive integers, "
+                              "e.g. 1,2,4,8,16") from None
+        overrides.append("search.budgets=" + json.dumps(budgets))
+    return overrides
 
 
 def eval_reward_models(args) -> list[dict]:

@@ -79,6 +79,8 @@ class RewardConfig:
     failure_score: float = 0.0  # score given when a reward function raises or times out
     num_workers: int = 1
     num_cpus: float = 0.5
+    memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
+    resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {reward: 1}
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,19 @@ class RolloutConfig:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
+    memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
+    resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {rollout: 1}
+    # Elastic rollout: between min_workers and max_workers (0 = num_workers, a fixed size). When
+    # generation takes more than scale_up_above of a step, one worker is added (the autoscaler is asked
+    # for its node); below scale_down_below, one extra worker is retired and its node can go.
+    min_workers: int = 0
+    max_workers: int = 0
+    scale_up_above: float = 0.6
+    scale_down_below: float = 0.3
+    scale_cooldown_steps: int = 2  # steps after a resize before the next one
+
+    def worker_bounds(self) -> tuple[int, int]:
+        return self.min_workers or self.num_workers, self.max_workers or self.num_workers
 
 
 @dataclass(frozen=True)
@@ -112,10 +127,12 @@ class LearnerConfig:
     loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
     autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
-    placement_strategy: str = "PACK"
+    placement_strategy: str = "PACK"  # of the ranks' placement group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     num_threads: int = 0  # 0 = machine cores / ranks
+    memory: float = 0.0  # bytes of Ray's logical `memory` resource per rank; 0 = none reserved
+    resources: dict = field(default_factory=dict)  # custom Ray resources per rank, e.g. {learner: 1}
 
 
 @dataclass(frozen=True)
@@ -125,6 +142,7 @@ class ClusterConfig:
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     namespace: str = "rl_system"
+    metrics_export_port: int = 0  # local Ray: the node's Prometheus endpoint; 0 = Ray picks a port
 
 
 @dataclass(frozen=True)
@@ -205,6 +223,66 @@ class CollectConfig:
     mc_max_new_tokens: int = 32
 
 
+SEARCH_METHODS = ("greedy", "maj", "bon", "wbon", "beam", "mcts")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """`evaluate`: test-time search on the held-out split. A budget N means N sampled answers for
+    maj / bon / wbon, N candidate steps per level for beam (width x expansions), N simulations
+    for mcts; greedy runs once."""
+    methods: tuple[str, ...] = SEARCH_METHODS
+    budgets: tuple[int, ...] = (1, 2, 4, 8, 16)
+    num_problems: int = 0  # held-out problems evaluated; 0 = all data.num_eval
+    max_new_tokens: int = 64  # a whole answer: samples, MCTS rollouts, finishing open beams
+    orm_path: str = "runs/orm"  # the outcome verifier of bon and wbon
+    prm_path: str = "runs/prm"  # the process verifier of beam
+    prm_aggregate: str = "last"  # PRM step scores -> one; "last" judges a partial answer by its newest step
+    step_delimiter: str = "."  # a reasoning step ends with it (beam, mcts)
+    max_steps: int = 6  # steps before an answer is written to its end in one go
+    step_max_tokens: int = 32
+    beam_expansions: int = 4  # sampled steps per beam; width = budget // expansions
+    mcts_c: float = 1.0  # exploration constant C
+    mcts_max_children: int = 3  # expansion attempts per node before selection descends past it
+    mcts_reward: str = "orm"  # "orm", "prm" or "rule" (the rule grader sees the reference: an oracle)
+    reward_model_replicas: int = 1
+    output_dir: str = "runs/evaluate"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.methods), "search.methods", f"some of {', '.join(SEARCH_METHODS)}", [])
+        for method in self.methods:
+            if method not in SEARCH_METHODS:
+                raise ConfigError(f"config key 'search.methods': unknown method '{method}' "
+                                  f"(known: {', '.join(SEARCH_METHODS)})")
+        _check(bool(self.budgets) and all(b > 0 for b in self.budgets), "search.budgets",
+               "a list of positive integers", list(self.budgets))
+        _check(self.num_problems >= 0, "search.num_problems", "an integer >= 0", self.num_problems)
+        for key in ("max_new_tokens", "max_steps", "step_max_tokens", "beam_expansions", "mcts_max_children",
+                    "reward_model_replicas"):
+            _check(getattr(self, key) > 0, f"search.{key}", "a positive integer", getattr(self, key))
+        _check(self.mcts_c >= 0, "search.mcts_c", "a number >= 0", self.mcts_c)
+        _check(bool(self.step_delimiter), "search.step_delimiter", "a non-empty string", self.step_delimiter)
+        _check(self.prm_aggregate in PRM_AGGREGATES, "search.prm_aggregate", f"one of {PRM_AGGREGATES}",
+               self.prm_aggregate)
+        _check(self.mcts_reward in ("orm", "prm", "rule"), "search.mcts_reward", "'orm', 'prm' or 'rule'",
+               self.mcts_reward)
+        for kind, users in self.reward_models().items():
+            _check(bool(getattr(self, f"{kind}_path")), f"search.{kind}_path",
+                   f"the {kind.upper()} directory that {', '.join(users)} use (python -m rl_system train-{kind})", "")
+
+    def verifier_of(self, method: str) -> str:
+        """What a method searches against: "orm", "prm", "rule" (the rule grader) or "" (nothing)."""
+        return {"bon": "orm", "wbon": "orm", "beam": "prm", "mcts": self.mcts_reward}.get(method, "")
+
+    def reward_models(self) -> dict[str, list[str]]:
+        """The learned verifiers the chosen methods need, each with the methods that use it."""
+        needed: dict[str, list[str]] = {}
+        for method in self.methods:
+            if self.verifier_of(method) in ("orm", "prm"):
+                needed.setdefault(self.verifier_of(method), []).append(method)
+        return needed
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -218,6 +296,7 @@ class TrainConfig:
     star: StarConfig = field(default_factory=StarConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)  # the SFT stage of STaR and the R1 recipe
     r1: R1Config = field(default_factory=R1Config)
+    search: SearchConfig = field(default_factory=SearchConfig)  # the `evaluate` command
     prompts_per_step: int = 4
     num_steps: int = 25
     max_staleness: int = 0  # policy versions a group may lag; 0 = strictly on-policy
@@ -289,10 +368,38 @@ def _validate(c: TrainConfig) -> None:
     _check(sequences % per_rank == 0, "learner.micro_batch_size",
            f"learner.num_ranks x micro_batch_size to divide prompts_per_step x group_size = {sequences}",
            c.learner.micro_batch_size)
+    _validate_cluster_resources(c)
     _check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
            c.buffer_capacity)
 
 
+def _validate_cluster_resources(c: TrainConfig) -> None:
+    for role, section in (("rollout", c.rollout), ("learner", c.learner), ("reward", c.reward)):
+        for key in ("num_cpus", "num_gpus", "memory"):
+            value = getattr(section, key, 0.0)  # rule reward workers have no num_gpus
+            _check(value >= 0, f"{role}.{key}", "a number >= 0", value)
+        for name, amount in section.resources.items():
+            _check(name not in RAY_BUILTIN_RESOURCES, f"{role}.resources", f"custom resource names only "
+                   f"({role}.num_cpus / num_gpus / memory set the built-in ones)", name)
+            _check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0,
+                   f"{role}.resources.{name}", "a number >= 0", amount)
+    r = c.rollout
+    _check(r.min_workers >= 0, "rollout.min_workers", "an integer >= 0", r.min_workers)
+    _check(r.max_workers >= 0, "rollout.max_workers", "an integer >= 0", r.max_workers)
+    low, high = r.worker_bounds()
+    _check(low <= r.num_workers, "rollout.min_workers", f"<= rollout.num_workers ({r.num_workers})", r.min_workers)
+    _check(r.num_workers <= high, "rollout.max_workers", f">= rollout.num_workers ({r.num_workers})", r.max_workers)
+    _check(0 <= r.scale_down_below < r.scale_up_above <= 1, "rollout.scale_up_above",
+           f"a share in (rollout.scale_down_below = {r.scale_down_below}, 1]", r.scale_up_above)
+    _check(r.scale_cooldown_steps >= 0, "rollout.scale_cooldown_steps", "an integer >= 0", r.scale_cooldown_steps)
+    _check(c.learner.placement_strategy in PLACEMENT_STRATEGIES, "learner.placement_strategy",
+           f"one of {PLACEMENT_STRATEGIES}", c.learner.placement_strategy)
+    _check(0 <= c.cluster.metrics_export_port < 65536, "cluster.metrics_export_port", "a port number (0 = any)",
+           c.cluster.metrics_export_port)
+
+
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 PRM_AGGREGATES = ("min", "last", "product")
 PROMPT_KINDS = ("all", "reasoning", "general")

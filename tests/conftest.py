@@ -5,6 +5,9 @@ import pytest
 
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Before Ray is first imported: its config reads the auth mode once per process. Local ray.init()
+# turns token auth on anyway; the cluster tests also connect to `ray start --head` clusters.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 @pytest.fixture(scope="session")

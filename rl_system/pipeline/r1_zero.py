@@ -15,6 +15,7 @@ from tqdm import tqdm
 from rl_system.config import TrainConfig, to_dict
 from rl_system.data import Problem, PromptSampler, load_splits
 from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
+from rl_system.shutdown import GracefulStop
 
 
 class Workers(Protocol):
@@ -30,6 +31,7 @@ class Workers(Protocol):
     def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]: ...
     def buffer_stats(self) -> dict: ...
     def save(self, path: str) -> None: ...
+    def step_done(self, step: int, metrics: dict) -> dict: ...  # export metrics, resize; extra metrics
 
 
 def train(cfg: TrainConfig, workers: Workers) -> dict:
@@ -43,33 +45,40 @@ def train(cfg: TrainConfig, workers: Workers) -> dict:
         print(results_table(results), flush=True)
     version, generated, scored_total = 0, 0, 0
 
-    for step in tqdm(range(1, cfg.num_steps + 1), desc="GRPO", unit="step", dynamic_ncols=True):
-        timer = StepTimer()
-        with timer("step"):
-            with timer("generate"):
-                rollouts = workers.generate(sampler.next_batch(cfg.prompts_per_step))
-                workers.wait(rollouts)
-            with timer("score"):
-                scored, summaries = workers.score(rollouts)
-                workers.buffer_add(scored, summaries)
-            batch, lags = workers.buffer_sample(cfg.prompts_per_step, version)
-            with timer("train"):
-                learner_stats = workers.train(batch)
-                version += 1
-            with timer("weight_sync"):
-                workers.sync_weights(version)
-        generated, scored_total = generated + len(rollouts), scored_total + len(scored)
-        metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
-        metrics.update({"groups/generated": generated, "groups/scored": scored_total})
-        metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
-        writer.log(step, metrics)
-        tqdm.write(f"step {step:3d}  reward {metrics['reward/total']:.3f}  acc {metrics['accuracy']:.2f}  "
-                   f"format {metrics['format_rate']:.2f}  loss {metrics['loss']:+.4f}  {metrics['time/step']:.1f}s")
-        if step == cfg.num_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-            save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
-                            data_cursor=sampler.cursor)
+    # `ray job stop` (SIGTERM) or Ctrl-C: finish the step, keep a checkpoint, return normally.
+    with GracefulStop() as stop:
+        for step in tqdm(range(1, cfg.num_steps + 1), desc="GRPO", unit="step", dynamic_ncols=True):
+            timer = StepTimer()
+            with timer("step"):
+                with timer("generate"):
+                    rollouts = workers.generate(sampler.next_batch(cfg.prompts_per_step))
+                    workers.wait(rollouts)
+                with timer("score"):
+                    scored, summaries = workers.score(rollouts)
+                    workers.buffer_add(scored, summaries)
+                batch, lags = workers.buffer_sample(cfg.prompts_per_step, version)
+                with timer("train"):
+                    learner_stats = workers.train(batch)
+                    version += 1
+                with timer("weight_sync"):
+                    workers.sync_weights(version)
+            generated, scored_total = generated + len(rollouts), scored_total + len(scored)
+            metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
+            metrics.update({"groups/generated": generated, "groups/scored": scored_total})
+            metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
+            metrics.update(workers.step_done(step, metrics))
+            writer.log(step, metrics)
+            tqdm.write(f"step {step:3d}  reward {metrics['reward/total']:.3f}  acc {metrics['accuracy']:.2f}  "
+                       f"format {metrics['format_rate']:.2f}  loss {metrics['loss']:+.4f}  {metrics['time/step']:.1f}s")
+            if stop.requested or step == cfg.num_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
+                                data_cursor=sampler.cursor)
+            if stop.requested:
+                print(f"{stop.signal_name}: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoint'}",
+                      flush=True)
+                break
 
-    if cfg.eval_after:
+    if cfg.eval_after and not stop.requested:
         results["after"] = evaluate(workers, eval_set, cfg)
     writer.close()
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -1,0 +1,103 @@
+"""Test-time search on the cluster: the Policy samples on the rollout workers, learned verifiers
+score on ModelRewardPools, the rule grader on the rule reward workers. Thin adapters over
+RayWorkers; the search methods themselves live in rl_system/search."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+from actors.controller import RayWorkers, connect
+from actors.reward import ModelRewardPool
+from rl_system.config import RewardModelConfig, TrainConfig
+from rl_system.data import Problem
+from rl_system.search.base import Continuation, Request
+from rl_system.search.evaluate import run_evaluation
+from rl_system.types import PromptGroup
+
+
+class RayPolicy:
+    """Continuations from the rollout workers; one `sample` is one batched generate across them."""
+
+    def __init__(self, workers: RayWorkers, prefill: str, answer_stops: tuple[str, ...]):
+        self.workers, self.prefill, self.answer_stops = workers, prefill, answer_stops
+
+    def sample(self, requests: list[Request], n: int, max_new_tokens: int, step_delimiter: str | None = None,
+               greedy: bool = False) -> list[list[Continuation]]:
+        refs = self.workers.generate([r.problem for r in requests], greedy=greedy, max_new_tokens=max_new_tokens, n=n,
+                                     prefills=[r.prefix for r in requests],
+                                     stop_strings=(step_delimiter, *self.answer_stops) if step_delimiter else None)
+        return [[Continuation(text, len(ids), not truncated)
+                 for text, ids, truncated in zip(g.completions, g.completion_ids, g.truncated)]
+                for g in self.workers.fetch(refs)]
+
+
+def as_groups(problems: list[Problem], completions: list[str]) -> list[PromptGroup]:
+    """Consecutive completions of one problem travel to a reward worker as one group."""
+    texts: list[tuple[Problem, list[str]]] = []
+    for problem, completion in zip(problems, completions):
+        if texts and texts[-1][0] == problem:
+            texts[-1][1].append(completion)
+        else:
+            texts.append((problem, [completion]))
+    return [PromptGroup(problem, [], [[]] * len(group), group, [[]] * len(group), [False] * len(group), 0)
+            for problem, group in texts]
+
+
+class PoolVerifier:
+    """A learned ORM / PRM served by a ModelRewardPool (PRM step scores aggregated by the pool's config)."""
+
+    def __init__(self, name: str, pool: ModelRewardPool, workers: RayWorkers):
+        self.name, self.pool, self.workers = name, pool, workers
+
+    def score(self, problems: list[Problem], completions: list[str]) -> list[float]:
+        return [s for group in self.workers.fetch(self.pool.score(as_groups(problems, completions))) for s in group]
+
+
+class RuleGrader:
+    """The rule `accuracy` reward on the rule reward workers: 1.0 for a right answer. It reads the
+    reference answer, so as a search verifier it is an oracle."""
+    name = "rule"
+
+    def __init__(self, workers: RayWorkers):
+        self.workers = workers
+
+    def score(self, problems: list[Problem], completions: list[str]) -> list[float]:
+        _, summaries = self.workers.score(as_groups(problems, completions))
+        return [s for summary in summaries for s in summary["scores"]["accuracy"]]
+
+
+def sized_for_search(cfg: TrainConfig) -> TrainConfig:
+    """Absolute reward-model paths for the actors, and a local Ray with CPUs for what evaluate
+    starts: rollout and reward workers plus the search's reward-model pools, no learners."""
+    search = dataclasses.replace(cfg.search, orm_path=str(Path(cfg.search.orm_path).resolve()),
+                                 prm_path=str(Path(cfg.search.prm_path).resolve()))
+    cluster = cfg.cluster
+    if not cluster.address and not cluster.num_cpus:
+        needed = (cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.reward.num_workers * cfg.reward.num_cpus
+                  + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
+                  + len(search.reward_models()) * search.reward_model_replicas)
+        cluster = dataclasses.replace(cluster, num_cpus=max(math.ceil(needed), os.cpu_count() or 1))
+    return dataclasses.replace(cfg, search=search, cluster=cluster)
+
+
+def evaluate_on_ray(cfg: TrainConfig, log=print) -> list[dict]:
+    cfg = sized_for_search(cfg)
+    connect(cfg)
+    workers = RayWorkers(cfg, with_learner=False)
+    pools: dict[str, ModelRewardPool] = {}
+    try:
+        for kind in cfg.search.reward_models():
+            pools[kind] = ModelRewardPool(RewardModelConfig(
+                name=f"search-{kind}", path=getattr(cfg.search, f"{kind}_path"), kind=kind,
+                aggregate=cfg.search.prm_aggregate, replicas=cfg.search.reward_model_replicas))
+            pools[kind].health()  # loaded before the clock of the first method starts
+        grader = RuleGrader(workers)
+        verifiers = {"rule": grader, **{kind: PoolVerifier(kind, pool, workers) for kind, pool in pools.items()}}
+        policy = RayPolicy(workers, cfg.data.prefill, cfg.rollout.stop_strings)
+        return run_evaluation(cfg, policy, verifiers, grader, log)
+    finally:
+        for pool in pools.values():
+            pool.kill()
+        workers.shutdown()
