@@ -8,7 +8,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15 tests
+
+bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
+	$(PY) benchmarks/weight_sync.py
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/async_vs_sync.py
+	$(PY) benchmarks/rollout_scaling.py
 
 clean:
 	rm -rf $(VENV) models runs .cache

@@ -7,20 +7,37 @@ import math
 import os
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from safetensors.torch import load_file, save_file
 
-from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_gone
+from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_alive, wait_until_gone
 from actors.learner import LearnerRank
 from actors.metrics import RunMetrics
 from actors.replay_buffer import ReplayBuffer
 from actors.reward import ModelRewardPool, RuleRewardWorker
-from actors.rollout import RolloutWorker
+from actors.rollout import WEIGHT_STORE, RolloutWorker, WeightStore
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
+from rl_system.learner import ROLLOUT_RNG_FILE, TRAINING_STATE_DIR
 from rl_system.weights import WeightSyncError
+
+
+@dataclass
+class ActorCall:
+    """One submitted actor call, kept until it finished so that it can run again if its actor dies."""
+    name: str  # the actor's name
+    method: str
+    args: tuple
+    num_returns: int
+    groups: list  # the refs of its results
+    receipt: ray.ObjectRef  # its last return, small: fetched to learn how the call ended
+    submitted: float
+    attempt: int
 
 
 def connect(cfg: TrainConfig) -> None:
@@ -58,9 +75,11 @@ def resolve_paths(cfg: TrainConfig) -> TrainConfig:
 
 class RayWorkers:
     """Every worker group of a run. `with_learner=False` starts only rollout and reward workers
-    (sample collection, evaluation)."""
+    (sample collection, evaluation). `rollout_cls(cfg, *rollout_args, index)` replaces the rollout
+    actor (benchmarks/rollout_scaling.py simulates generation with it)."""
 
-    def __init__(self, cfg: TrainConfig, with_learner: bool = True):
+    def __init__(self, cfg: TrainConfig, with_learner: bool = True, rollout_cls=RolloutWorker,
+                 rollout_args: tuple = ()):
         self.cfg = cfg
         rc, lc, wc = cfg.rollout, cfg.learner, cfg.reward
         self.learners = None
@@ -69,10 +88,12 @@ class RayWorkers:
                                        **role_resources(lc), strategy=lc.placement_strategy)
         self.metrics = RunMetrics()
         self.scaler = RolloutScaler.from_config(rc)
-        self.rollouts = ElasticActorGroup(RolloutWorker, "rollout", rc.num_workers, cfg, **role_resources(rc),
-                                          request_nodes=self.scaler.elastic)
+        self.weight_store = WeightStore.options(name=WEIGHT_STORE).remote()
+        restarts = cfg.cluster.max_restarts
+        self.rollouts = ElasticActorGroup(rollout_cls, "rollout", rc.num_workers, cfg, *rollout_args, **role_resources(rc),
+                                          request_nodes=self.scaler.elastic, max_restarts=restarts)
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
-                                  strategy="SPREAD")
+                                  strategy="SPREAD", max_restarts=restarts)
         self.reward_models = [ModelRewardPool(m) for m in wc.models]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
         if self.learners:
@@ -81,125 +102,190 @@ class RayWorkers:
         for pool in self.reward_models:
             pool.health()  # every replica loaded its model
         self._next_reward = 0
-        self._weights: tuple[int, list] | None = None  # the last published (version, [ref]), for late joiners
-        self._generate_calls: list[tuple[str, float, list]] = []
+        self._generating: dict[ray.ObjectRef, ActorCall] = {}  # group ref -> its unfinished generate call
+        self.calls_rerun: Counter = Counter()  # by method: calls run again after their actor died
+        self._loads: tuple[int, list] | None = None  # (version, [(worker, its load ref)]) not yet checked
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
                  stop_strings: tuple[str, ...] | None = None) -> list:
-        """One ref per problem, in the order given; `stop_strings` overrides rollout.stop_strings."""
+        """One ref per problem, in the order given, spread over the rollout workers; `wait` (or
+        `score`, `fetch`) finishes them. `stop_strings` overrides rollout.stop_strings."""
         size = len(self.rollouts)
         refs: list = [None] * len(problems)
-        self._generate_calls = []
-        for w, (name, worker) in enumerate(zip(self.rollouts.names, self.rollouts.actors)):
+        for w, name in enumerate(self.rollouts.names):
             index = list(range(w, len(problems), size))
             if not index:
                 continue
-            out = worker.generate.options(num_returns=len(index)).remote(
-                [problems[i] for i in index], greedy, max_new_tokens, n,
-                [prefills[i] for i in index] if prefills else None, stop_strings)
-            out = [out] if len(index) == 1 else list(out)
-            self._generate_calls.append((name, time.monotonic(), out))
-            for i, ref in zip(index, out):
+            args = ([problems[i] for i in index], greedy, max_new_tokens, n,
+                    [prefills[i] for i in index] if prefills else None, stop_strings)
+            call = self._submit(self.rollouts, name, "generate", args, num_returns=len(index) + 1)
+            for i, ref in zip(index, call.groups):
                 refs[i] = ref
+                self._generating[ref] = call
         return refs
 
-    def wait(self, handles: list) -> None:
-        """Waits for generation, timing each rollout worker's call of the last `generate`."""
-        self._wait_timed(self._generate_calls, "generate")
-        self._generate_calls = []
-        ray.wait(handles, num_returns=len(handles), fetch_local=False)
-
-    def _wait_timed(self, calls: list[tuple[str, float, list]], method: str) -> None:
-        """Waits for every (actor name, submitted at, refs) call and records each actor's latency,
-        from submission to its last result, in the `rl_actor_call_seconds` histogram."""
-        owner = {ref: name for name, _, refs in calls for ref in refs}
-        left = {name: len(refs) for name, _, refs in calls}
-        submitted = {name: start for name, start, _ in calls}
-        pending = list(owner)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1, fetch_local=False)
-            for ref in done:
-                left[owner[ref]] -= 1
-                if left[owner[ref]] == 0:
-                    self.metrics.actor_call(owner[ref], method, time.monotonic() - submitted[owner[ref]])
+    def wait(self, handles: list) -> list:
+        """Finishes the generate calls behind `handles`. A call whose rollout worker died runs again
+        (on the restarted worker, which has caught up with the newest weights); returns the
+        handles with such calls' new refs in place."""
+        calls = list({id(c): c for h in handles if isinstance(h, ray.ObjectRef)
+                      and (c := self._generating.get(h)) is not None}.values())
+        replaced = {}
+        for old, new in zip(calls, self._finish(calls, self.rollouts)):
+            for ref in old.groups:
+                del self._generating[ref]
+            replaced.update(zip(old.groups, new.groups))
+        return [replaced.get(h, h) if isinstance(h, ray.ObjectRef) else h for h in handles]
 
     def score(self, rollouts: list) -> tuple[list, list[dict]]:
         """Rule and learned rewards run at the same time; each group travels rollout worker ->
         object store -> reward workers, and the rule worker merges the learned scores."""
+        rollouts = self.wait(rollouts)
         learned = [pool.score(rollouts) for pool in self.reward_models]
-        scored, summary_refs = [], []
-        start, by_actor = time.monotonic(), {}
+        calls = []
         for i, ref in enumerate(rollouts):
-            k = self._next_reward % len(self.rewards)
+            name = self.rewards.names[self._next_reward % len(self.rewards)]
             self._next_reward += 1
-            group_ref, summary_ref = self.rewards.actors[k].score.options(num_returns=2).remote(
-                ref, [refs[i] for refs in learned])
-            scored.append(group_ref)
-            summary_refs.append(summary_ref)
-            by_actor.setdefault(self.rewards.names[k], []).append(summary_ref)
-        self._wait_timed([(name, start, refs) for name, refs in by_actor.items()], "score")
-        return scored, ray.get(summary_refs)
+            calls.append(self._submit(self.rewards, name, "score", (ref, [refs[i] for refs in learned]), 2))
+        calls = self._finish(calls, self.rewards)
+        return [c.groups[0] for c in calls], ray.get([c.receipt for c in calls])
+
+    def _submit(self, group, name: str, method: str, args: tuple, num_returns: int, attempt: int = 0) -> ActorCall:
+        """Calls `method` on the member called `name` (or, once that one is retired, another member);
+        its last return is the receipt."""
+        members = dict(zip(group.names, group.actors))
+        actor = members.get(name) or group.actors[attempt % len(group)]
+        if attempt:
+            wait_until_alive(actor)  # a rerun waits for the restart
+        out = list(getattr(actor, method).options(num_returns=num_returns).remote(*args))
+        return ActorCall(name, method, args, num_returns, out[:-1], out[-1], time.monotonic(), attempt)
+
+    def _finish(self, calls: list[ActorCall], group) -> list[ActorCall]:
+        """Waits for every call's receipt, recording each call's latency in `rl_actor_call_seconds`.
+        A call whose actor died runs again, up to cluster.max_restarts times; returns the calls that
+        finished, in the order given."""
+        finished = list(calls)
+        pending = {c.receipt: i for i, c in enumerate(calls)}
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1, fetch_local=False)
+            i = pending.pop(done)
+            call = finished[i]
+            try:
+                ray.get(done)
+            except ray.exceptions.RayActorError:
+                if call.attempt >= self.cfg.cluster.max_restarts:
+                    raise
+                self.calls_rerun[call.method] += 1
+                finished[i] = self._submit(group, call.name, call.method, call.args, call.num_returns, call.attempt + 1)
+                pending[finished[i].receipt] = i
+                continue
+            self.metrics.actor_call(call.name, call.method, time.monotonic() - call.submitted)
+        return finished
 
     def buffer_add(self, scored: list, summaries: list[dict]) -> None:
         ray.get([self.buffer.add.remote(s["key"], s["key"][1], [ref]) for ref, s in zip(scored, summaries)])
 
     def buffer_sample(self, n: int, learner_version: int) -> tuple[list, list[int]]:
+        """A leased batch, [(key, [group ref])], and each group's lag in versions."""
         return ray.get(self.buffer.sample.remote(n, learner_version))
 
     def train(self, batch: list) -> dict:
-        start, refs = time.monotonic(), self.learners.call("train", batch)
-        self._wait_timed([(name, start, [ref]) for name, ref in zip(self.learners.names, refs)], "train")
-        per_rank = ray.get(refs)
-        ray.get(self.buffer.acknowledge.remote(len(batch)))
+        """One update on the leased batch: acknowledged when every rank is done, released on failure."""
+        keys, groups = [key for key, _ in batch], [ref for _, [ref] in batch]
+        start, refs = time.monotonic(), self.learners.call("train", groups)
+        try:
+            per_rank = ray.get(refs)
+            for name in self.learners.names:
+                self.metrics.actor_call(name, "train", time.monotonic() - start)
+        except BaseException:
+            ray.get(self.buffer.release.remote(keys))
+            raise
+        ray.get(self.buffer.acknowledge.remote(keys))
         stats = {k: sum(r.get(k, 0.0) for r in per_rank) for k in per_rank[0]}
         stats["grad_norm"] = per_rank[0]["grad_norm"]  # a global quantity, the same on every rank
         return stats
 
-    def sync_weights(self, version: int) -> None:
-        """One publish into the object store, every rollout worker loads it; one deadline for all."""
+    def sync_weights(self, version: int, wait: bool = True) -> None:
+        """One publish into the object store, every rollout worker loads it; one deadline for all.
+
+        With `wait=False` (async mode) the loads queue behind each worker's current generate call
+        and are checked at the next sync: a worker runs its calls in order, so every batch
+        submitted after this call is sampled with `version`."""
         deadline = self.cfg.sync_timeout_s
         start = time.monotonic()
         try:
+            self._check_loads(deadline)
             packed = next(r for r in ray.get(self.learners.call("publish"), timeout=deadline) if r)
-            remaining = max(0.0, deadline - (time.monotonic() - start))
-            loaded = ray.get(self.rollouts.call("load_weights", version, packed), timeout=remaining)
+            ray.get(self.weight_store.put.remote(version, packed))  # first: a worker restarted from now on loads it
+            self._loads = (version, [(actor, actor.load_weights.remote(version, packed)) for actor in self.rollouts.actors])
+            if wait:
+                self._check_loads(max(0.0, deadline - (time.monotonic() - start)))
         except ray.exceptions.GetTimeoutError:
             raise WeightSyncError(f"weight sync to version {version} exceeded sync_timeout_s={deadline}") from None
-        if loaded != [version] * len(self.rollouts):
+
+    def _check_loads(self, timeout_s: float) -> None:
+        if self._loads is None:
+            return
+        version, loads = self._loads
+        self._loads = None
+        loaded = []
+        for actor, ref in loads:
+            try:
+                loaded.append(ray.get(ref, timeout=timeout_s))
+            except ray.exceptions.RayActorError:  # died on the way; restarted, it loads the store's weights
+                wait_until_alive(actor, timeout_s)
+                loaded.append(ray.get(actor.version.remote(), timeout=timeout_s))
+        if loaded != [version] * len(loads):
             raise WeightSyncError(f"rollout workers hold versions {loaded}, expected {version}")
-        if self.scaler.elastic:
-            self._weights = (version, packed)
 
     def step_done(self, step: int, metrics: dict) -> dict:
         """After each training step: rollout workers started earlier that are now up load the current
         weights and join; the pool is resized for the step's share of generation; the step's metrics
-        go to Prometheus. Returns the pool size for metrics.jsonl."""
+        go to Prometheus. Returns the pool size and the calls re-run so far for metrics.jsonl."""
         self.rollouts.admit_ready(self._load_current_weights)
         target = self.scaler.decide(step, metrics, pending=len(self.rollouts.pending))
         if target != self.rollouts.size:
+            self._check_loads(self.cfg.sync_timeout_s)  # no load left pending on a worker about to retire
             self.rollouts.resize(target)
         self.metrics.record(step, metrics)
         self.metrics.rollout_pool(len(self.rollouts), target)
-        return {"rollout/workers": len(self.rollouts), "rollout/target_workers": target}
+        return {"rollout/workers": len(self.rollouts), "rollout/target_workers": target,
+                "faults/generate_reruns": self.calls_rerun["generate"], "faults/score_reruns": self.calls_rerun["score"]}
 
     def _load_current_weights(self, worker) -> ray.ObjectRef:
-        if self._weights is None:  # nothing published yet: the worker holds the initial model
-            return worker.version.remote()
-        return worker.load_weights.remote(*self._weights)
+        version, packed = ray.get(self.weight_store.latest.remote())
+        return worker.load_weights.remote(version, packed) if packed else worker.version.remote()
 
     def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]:
         rollouts = self.generate(problems, greedy=True, max_new_tokens=max_new_tokens)
         return self.score(rollouts)[1]
 
     def fetch(self, handles: list) -> list:
-        return ray.get(handles)
+        return ray.get(self.wait(handles))
 
     def buffer_stats(self) -> dict:
         return ray.get(self.buffer.stats.remote())
 
     def save(self, path: str) -> None:
+        """The HF model directory, plus what an exact resume needs: DeepSpeed's training state
+        (optimizer included) and each rollout worker's sampling RNG."""
         ray.get(self.learners.call("save", path))
+        ray.get(self.learners.call("save_training_state", str(Path(path) / TRAINING_STATE_DIR)))
+        rng = ray.get(self.rollouts.call("rng_state"))
+        save_file({f"{name}/{key}": value for name, state in zip(self.rollouts.names, rng) for key, value in state.items()},
+                  str(Path(path) / ROLLOUT_RNG_FILE))
+
+    def restore(self, path: str, version: int) -> None:
+        """Learners load a checkpoint's training state; rollout workers its weights and RNG states."""
+        versions = ray.get(self.learners.call("load_training_state", str(Path(path) / TRAINING_STATE_DIR)))
+        if versions != [version] * len(versions):
+            raise WeightSyncError(f"checkpoint {path}: learner ranks restored versions {versions}, expected {version}")
+        self.sync_weights(version)
+        rng = load_file(str(Path(path) / ROLLOUT_RNG_FILE))
+        ray.get([actor.set_rng_state.remote({key.split("/", 1)[1]: value for key, value in rng.items()
+                                             if key.startswith(name + "/")})
+                 for name, actor in zip(self.rollouts.names, self.rollouts.actors) if f"{name}/cpu" in rng])
 
     def rollout_versions(self) -> list[int]:
         return ray.get(self.rollouts.call("version"))
@@ -213,4 +299,5 @@ class RayWorkers:
             if group is not None:
                 group.kill()
         ray.kill(self.buffer)
-        wait_until_gone(["replay-buffer"])
+        ray.kill(self.weight_store)
+        wait_until_gone(["replay-buffer", WEIGHT_STORE])

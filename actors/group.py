@@ -19,7 +19,7 @@ class ActorGroup:
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  memory: float = 0.0, resources: dict | None = None, strategy: str = "PACK",
-                 ready_timeout_s: float = 600.0, **kwargs):
+                 max_restarts: int = 0, ready_timeout_s: float = 600.0, **kwargs):
         self.role = role
         bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
         self.placement_group = placement_group([bundle] * n, strategy=strategy, name=f"{role}-pg")
@@ -30,7 +30,7 @@ class ActorGroup:
                                f"(strategy {strategy}); lower {role}.num_workers / num_cpus or add nodes") from None
         self.actors = [
             actor_cls.options(
-                name=f"{role}-{i}", **actor_options(num_cpus, num_gpus, memory, resources),
+                name=f"{role}-{i}", max_restarts=max_restarts, **actor_options(num_cpus, num_gpus, memory, resources),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
             ).remote(*args, i, **kwargs)
             for i in range(n)
@@ -66,9 +66,9 @@ class ElasticActorGroup:
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  memory: float = 0.0, resources: dict | None = None, request_nodes: bool = False,
-                 ready_timeout_s: float = 600.0, **kwargs):
+                 max_restarts: int = 0, ready_timeout_s: float = 600.0, **kwargs):
         self.actor_cls, self.role, self.args, self.kwargs = actor_cls, role, args, kwargs
-        self.options = actor_options(num_cpus, num_gpus, memory, resources)
+        self.options = {**actor_options(num_cpus, num_gpus, memory, resources), "max_restarts": max_restarts}
         self.bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
         self.request_nodes = request_nodes
         self.members: dict[int, ray.actor.ActorHandle] = {}  # index -> ready actor
@@ -161,6 +161,20 @@ def role_resources(section) -> dict:
     """The resource keyword arguments of a group from a role's config section."""
     return {"num_cpus": section.num_cpus, "num_gpus": getattr(section, "num_gpus", 0.0), "memory": section.memory,
             "resources": dict(section.resources)}
+
+
+def wait_until_alive(actor, timeout_s: float = 300.0) -> None:
+    """Returns once `actor` answers. Ray refuses calls to a restarting actor (ActorUnavailableError)
+    until its constructor has run again; a dead one for good raises ActorDiedError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def wait_until_gone(names: list[str], timeout_s: float = 30.0) -> None:

@@ -1,153 +1,28 @@
+"""The learner rank as a Ray actor: rl_system.learner.Learner plus the object store."""
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 
 import ray
-import torch
 
-from rl_system.config import TrainConfig
-from rl_system.models import dtype_from_name, load_model, load_tokenizer, pick_device
-from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_loss, shard_bounds
-from rl_system.weights import pack_weights
-
-
-def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
-                     lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                     overrides: dict | None = None) -> dict:
-    """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it."""
-    ds = {
-        "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": grad_accum,
-        "train_batch_size": micro_batch_size * grad_accum * world_size,
-        "gradient_clipping": grad_clip,
-        "zero_optimization": {"stage": zero_stage},
-        # torch_adam: DeepSpeed's fused CPU Adam JIT-compiles a C++ op for ~90 s on first use.
-        "optimizer": {"type": "AdamW", "params": {"lr": lr, "betas": list(betas), "eps": 1e-8,
-                                                   "weight_decay": weight_decay, "torch_adam": True}},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    return _merge(ds, overrides or {})
-
-
-def init_deepspeed(device: torch.device):
-    """Joins the torch.distributed group (gloo on CPU, nccl on GPU) and returns the deepspeed module.
-
-    On CPU, DeepSpeed would JIT-compile its shared-memory all-reduce op here; only its
-    inference_all_reduce uses that op (training all-reduces go through the process group), so it
-    is marked unavailable: no compiler run on a worker's first start, no ISA-dependent kernel."""
-    if device.type == "cpu":
-        os.environ["DS_ACCELERATOR"] = "cpu"
-    import deepspeed
-    import deepspeed.ops
-
-    if device.type == "cpu":
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    return deepspeed
-
-
-@contextlib.contextmanager
-def full_parameters(engine, zero_stage: int):
-    """Full parameters on every rank: a collective gather under ZeRO-3, nothing to do otherwise."""
-    if zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None):
-            yield
-    else:
-        yield
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+from rl_system.learner import Learner
 
 
 @ray.remote
-class LearnerRank:
-    """One DeepSpeed data-parallel rank doing the GRPO update on its shard of each batch."""
-
-    def __init__(self, cfg: TrainConfig, world_size: int, rank: int):
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.device = pick_device(cfg.learner.num_gpus)
-        torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
-        self.version = 0
-
+class LearnerRank(Learner):
     def master_address(self) -> tuple[str, int]:
         with socket.socket() as s:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
     def setup(self, master_addr: str, master_port: int) -> None:
-        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0" if self.device.type == "cpu" else
-                          str(ray.get_gpu_ids()[0] if ray.get_gpu_ids() else 0))
-        deepspeed = init_deepspeed(self.device)
-        torch.manual_seed(self.cfg.seed)
-        cfg = self.cfg
-        model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code)
-        model.config.use_cache = False
-        lc = cfg.learner
-        per_rank = cfg.prompts_per_step * cfg.rollout.group_size // self.world_size
-        ds_config = deepspeed_config(
-            micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
-            world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
-            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed)
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
-        self.ref_model = None
-        if cfg.learner.beta > 0:
-            self.ref_model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code).eval()
-            self.ref_model.requires_grad_(False)
-        self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
-        ad = cfg.learner.autocast_dtype
-        self.autocast = None if ad == "float32" else dtype_from_name(ad)
+        gpus = ray.get_gpu_ids() if self.device.type != "cpu" else []
+        super().setup(master_addr, master_port, int(gpus[0]) if gpus else 0)
 
     def train(self, group_refs: list) -> dict:
-        """One optimiser step over the whole batch; this rank takes its contiguous shard."""
-        cfg, lc = self.cfg, self.cfg.learner
-        samples = flatten_groups(ray.get(group_refs), lc.std_norm)
-        normalizer = batch_normalizer(samples, lc.loss_agg, cfg.rollout.max_new_tokens)
-        lo, hi = shard_bounds(len(samples), self.rank, self.world_size)
-        shard = samples[lo:hi]
-        totals: dict[str, float] = {}
-        self.engine.train()
-        for start in range(0, len(shard), lc.micro_batch_size):
-            batch = collate(shard[start:start + lc.micro_batch_size], self.pad_id, self.device)
-            loss, stats = grpo_loss(self.engine, self.ref_model, batch, lc, normalizer, self.version,
-                                    cfg.rollout.temperature, self.autocast)
-            # DeepSpeed averages gradients over ranks; the loss is already this rank's share of a
-            # global sum, so scale back up instead of letting the mean shrink it.
-            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            self.engine.step()
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + v
-        self.version += 1
-        totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
-        totals["sequences"] = len(shard)
-        return totals
-
-    def _full_parameters(self):
-        return full_parameters(self.engine, self.cfg.learner.zero_stage)
+        return super().train(ray.get(group_refs))
 
     def publish(self) -> list:
         """Puts the current weights once in the object store (rank 0); returns [ref] or []."""
-        with self._full_parameters():
-            if self.rank != 0:
-                return []
-            packed = pack_weights(self.engine.module.named_parameters(), self.version, self.cfg.rollout.dtype)
-            return [ray.put(packed)]
-
-    def save(self, path: str) -> None:
-        with self._full_parameters():
-            if self.rank == 0:
-                self.engine.module.save_pretrained(path, safe_serialization=True)
-                load_tokenizer(self.cfg.model.path, self.cfg.model.trust_remote_code).save_pretrained(path)
-
-    def parameter_checksum(self) -> float:
-        with self._full_parameters():
-            return float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))
+        packed = self.packed_weights()
+        return [] if packed is None else [ray.put(packed)]

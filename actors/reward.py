@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
@@ -9,18 +8,10 @@ import torch
 
 from actors.group import ActorGroup
 from rl_system.config import RewardModelConfig, TrainConfig
-from rl_system.data.general import prompt_kind
 from rl_system.models import pick_device
 from rl_system.rewards.learned import LearnedReward
-from rl_system.rewards.runner import RewardRunner, weighted_total
-from rl_system.types import PromptGroup, group_summary
-
-
-def _reward_inputs(group: PromptGroup) -> tuple[list[str], list[str], dict[str, list]]:
-    n = len(group.completions)
-    columns = {"answer": [group.problem.answer] * n}
-    columns.update({k: [v] * n for k, v in group.problem.columns.items()})
-    return [group.problem.question] * n, group.completions, columns
+from rl_system.rewards.scoring import GroupScorer
+from rl_system.types import PromptGroup
 
 
 @ray.remote
@@ -30,36 +21,25 @@ class RuleRewardWorker:
     A failure or a timeout of any part costs a counted `reward.failure_score`, never the run."""
 
     def __init__(self, cfg: TrainConfig, worker_index: int):
-        rc = cfg.reward
-        self.cfg = cfg
-        self.runner = RewardRunner([(f.name, f.weight) for f in rc.functions], rc.timeout_s, rc.failure_score,
-                                   {f.name: f.kwargs for f in rc.functions})
-        self.weights = {f.name: f.weight for f in rc.functions} | {m.name: m.weight for m in rc.models}
-        self.applies_to = {r.name: r.applies_to for r in (*rc.functions, *rc.models)}
+        self.models = cfg.reward.models
+        self.scorer = GroupScorer(cfg.reward)
 
     def score(self, group: PromptGroup, learned_refs: list | None = None) -> tuple[PromptGroup, dict]:
-        start = time.perf_counter()
-        kind = prompt_kind(group.problem)
-        not_here = {name for name, where in self.applies_to.items() if where not in ("all", kind)}
-        result = self.runner.score(*_reward_inputs(group), skip=not_here)
-        scores, failures = result.scores, dict(result.failures)
-        n = len(group.completions)
-        for model_cfg, ref in zip(self.cfg.reward.models, learned_refs or []):
-            if model_cfg.name in not_here:
-                continue
-            remaining = max(0.0, model_cfg.timeout_s - (time.perf_counter() - start))
-            try:
-                scores[model_cfg.name] = ray.get(ref, timeout=remaining)
-            except Exception:  # late, crashed or dead replica: counted, scored, the run goes on
-                scores[model_cfg.name] = [self.cfg.reward.failure_score] * n
-                failures[model_cfg.name] = failures.get(model_cfg.name, 0) + 1
-        scores.update({name: [0.0] * n for name in not_here})  # learned rewards that do not apply here
-        scored = dataclasses.replace(group, rewards=scores, total_rewards=weighted_total(scores, self.weights),
-                                     reward_failures=failures, score_s=time.perf_counter() - start)
-        return scored, group_summary(scored)
+        def learned(start: float, not_here: set) -> dict:
+            scores = {}
+            for model_cfg, ref in zip(self.models, learned_refs or []):
+                if model_cfg.name not in not_here:
+                    remaining = max(0.0, model_cfg.timeout_s - (time.perf_counter() - start))
+                    try:
+                        scores[model_cfg.name] = ray.get(ref, timeout=remaining)
+                    except Exception:  # late, crashed or dead replica
+                        scores[model_cfg.name] = None
+            return scores
+
+        return self.scorer.score(group, learned)
 
     def close(self) -> None:
-        self.runner.close()  # end the grader process cleanly before the actor is killed
+        self.scorer.close()  # end the grader process cleanly before the actor is killed
 
 
 @ray.remote

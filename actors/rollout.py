@@ -8,8 +8,25 @@ import torch
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.models import load_model, load_tokenizer, pick_device
-from rl_system.rollout import SamplingParams, generate_groups
+from rl_system.rollout import sample_batch
 from rl_system.weights import load_packed_weights
+
+
+WEIGHT_STORE = "weight-store"
+
+
+@ray.remote(num_cpus=0)
+class WeightStore:
+    """The newest published weights, (version, [ref]), for rollout workers that Ray restarts."""
+
+    def __init__(self):
+        self._latest: tuple[int, list | None] = (0, None)
+
+    def put(self, version: int, packed_ref: list) -> None:
+        self._latest = (version, packed_ref)
+
+    def latest(self) -> tuple[int, list | None]:
+        return self._latest
 
 
 @ray.remote
@@ -25,24 +42,36 @@ class RolloutWorker:
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         self.model = load_model(cfg.model.path, rc.dtype, self.device, cfg.model.trust_remote_code).eval()
         self.policy_version = 0
+        version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
+        if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
+            self.load_weights(version, packed_ref)
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
                  stop_strings: tuple[str, ...] | None = None):
-        """`stop_strings` replaces rollout.stop_strings for this call (test-time search stops at a step)."""
-        rc = self.cfg.rollout
-        params = SamplingParams(n=1 if greedy else (n or rc.group_size),
-                                max_new_tokens=max_new_tokens or rc.max_new_tokens, temperature=rc.temperature,
-                                top_p=rc.top_p, greedy=greedy, stop_strings=stop_strings or rc.stop_strings)
-        per_call = max(1, rc.max_batch_sequences // params.n)  # bounds the logits kept in memory
-        groups = [g for i in range(0, len(problems), per_call) for g in generate_groups(
-            self.model, self.tokenizer, problems[i:i + per_call], params, self.policy_version,
-            self.cfg.data.system_prompt, self.cfg.data.prefill, prefills[i:i + per_call] if prefills else None)]
-        return groups[0] if len(groups) == 1 else tuple(groups)  # one object-store entry per group
+        """One group per problem, then a receipt (the number of groups) that tells the caller how the
+        call ended without fetching the groups. `stop_strings` replaces rollout.stop_strings for this
+        call (test-time search stops at a step)."""
+        groups = sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
+                              max_new_tokens, n, prefills, stop_strings)
+        return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
         self.policy_version = load_packed_weights(self.model, ray.get(packed_ref[0]), expected_version=version)
         return self.policy_version
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The sampling RNG (CPU, plus the GPU's when generating there): restored on resume, so the
+        next batch is the one an uninterrupted run would have sampled."""
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
 
     def version(self) -> int:
         return self.policy_version

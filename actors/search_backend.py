@@ -77,7 +77,7 @@ def sized_for_search(cfg: TrainConfig) -> TrainConfig:
     if not cluster.address and not cluster.num_cpus:
         needed = (cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.reward.num_workers * cfg.reward.num_cpus
                   + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
-                  + len(search.reward_models()) * search.reward_model_replicas)
+                  + len(search.reward_models()) * search.reward_model_replicas * search.reward_model_num_cpus)
         cluster = dataclasses.replace(cluster, num_cpus=max(math.ceil(needed), os.cpu_count() or 1))
     return dataclasses.replace(cfg, search=search, cluster=cluster)
 
@@ -91,7 +91,8 @@ def evaluate_on_ray(cfg: TrainConfig, log=print) -> list[dict]:
         for kind in cfg.search.reward_models():
             pools[kind] = ModelRewardPool(RewardModelConfig(
                 name=f"search-{kind}", path=getattr(cfg.search, f"{kind}_path"), kind=kind,
-                aggregate=cfg.search.prm_aggregate, replicas=cfg.search.reward_model_replicas))
+                aggregate=cfg.search.prm_aggregate, replicas=cfg.search.reward_model_replicas,
+                num_cpus=cfg.search.reward_model_num_cpus, dtype=cfg.search.reward_model_dtype))
             pools[kind].health()  # loaded before the clock of the first method starts
         grader = RuleGrader(workers)
         verifiers = {"rule": grader, **{kind: PoolVerifier(kind, pool, workers) for kind, pool in pools.items()}}

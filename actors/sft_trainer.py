@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 import torch
 
-from actors.learner import deepspeed_config, full_parameters, init_deepspeed
+from rl_system.learner import deepspeed_config, full_parameters, init_deepspeed
 from rl_system.algorithms.sft import collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
 from rl_system.data.sources import DatasetError

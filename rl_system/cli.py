@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd.add_argument("overrides", nargs="*", help="key=value, e.g. learner.lr=1e-5 num_steps=10")
         if name == "pipeline":
             cmd.add_argument("--resume", action="store_true", help="restart at the first unfinished stage")
+        if name == "train":
+            cmd.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint")
     search = sub.add_parser("evaluate", help="test-time search methods x budgets on the held-out split, on Ray")
     search.add_argument("--config", default=None, help="YAML file, e.g. configs/evaluate.yaml")
     search.add_argument("--methods", default=None, help="comma-separated, from greedy,maj,bon,wbon,beam,mcts")
@@ -98,6 +101,10 @@ def run_on_ray(command: str, cfg, resume: bool = False):
 
     cfg = resolve_paths(cfg)
     _preflight(cfg)
+    if command == "train" and resume:
+        from rl_system.pipeline.r1_zero import trainer_state
+
+        trainer_state(Path(cfg.output_dir) / "checkpoint")  # fails before any actor starts
     connect(cfg)
     if command in ("star", "pipeline"):
         from actors.sft_trainer import run_sft
@@ -115,7 +122,7 @@ def run_on_ray(command: str, cfg, resume: bool = False):
         if command == "train":
             from rl_system.pipeline.r1_zero import train
 
-            return train(cfg, workers)
+            return train(cfg, workers, resume)
         if command == "rejection-sample":
             from rl_system.pipeline.rejection import rejection_sample
 

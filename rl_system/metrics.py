@@ -8,13 +8,22 @@ from pathlib import Path
 
 
 class MetricsWriter:
-    def __init__(self, run_dir: str | Path):
+    """metrics.jsonl and TensorBoard events of a run. A new run starts both afresh; a resumed one
+    keeps what was logged up to its checkpoint's step and drops the steps it will redo."""
+
+    def __init__(self, run_dir: str | Path, resume_after_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
-        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        path = self.run_dir / "metrics.jsonl"
+        kept = []
+        if resume_after_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_after_step]
+        path.write_text("".join(line + "\n" for line in kept))
+        self._jsonl = open(path, "a", buffering=1)
+        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                 purge_step=None if resume_after_step is None else resume_after_step + 1)
 
     def log(self, step: int, metrics: dict) -> None:
         self._jsonl.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")

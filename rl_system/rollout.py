@@ -8,6 +8,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from rl_system.algorithms.grpo import token_logprobs
+from rl_system.config import TrainConfig
 from rl_system.data import Problem, format_prompt
 from rl_system.types import PromptGroup
 
@@ -89,3 +90,18 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
             policy_version=policy_version, generate_s=elapsed / len(problems),
         ))
     return groups
+
+
+def sample_batch(model, tokenizer, cfg: TrainConfig, problems: list[Problem], policy_version: int,
+                 greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
+                 prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None) -> list[PromptGroup]:
+    """generate_groups with the run's rollout settings (any argument given overrides its setting),
+    in chunks of at most rollout.max_batch_sequences sequences, which bounds the logits kept."""
+    rc = cfg.rollout
+    params = SamplingParams(n=1 if greedy else (n or rc.group_size), max_new_tokens=max_new_tokens or rc.max_new_tokens,
+                            temperature=rc.temperature, top_p=rc.top_p, greedy=greedy,
+                            stop_strings=stop_strings or rc.stop_strings)
+    per_call = max(1, rc.max_batch_sequences // params.n)
+    return [g for i in range(0, len(problems), per_call) for g in generate_groups(
+        model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.data.system_prompt, cfg.data.prefill,
+        prefills[i:i + per_call] if prefills else None)]

@@ -1,4 +1,5 @@
 import os
+import secrets
 import tempfile
 
 import pytest
@@ -8,6 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Before Ray is first imported: its config reads the auth mode once per process. Local ray.init()
 # turns token auth on anyway; the cluster tests also connect to `ray start --head` clusters.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# `ray start --head` refuses to start without a token (only a local ray.init() makes one), and a
+# fresh machine has no ~/.ray/auth_token: the suite brings its own, shared by every head and client.
+if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,14 @@ def test_every_group_is_accounted_for():
     batch = ledger.sample(3, learner_version=1)
     assert [k for k, _ in batch] == [(2, 0), (3, 0), (4, 0)]
     assert ledger.last_sample_lags == [1, 1, 1]
-    ledger.acknowledge(3)
+    assert ledger.stats()["in_flight"] == 3
+    ledger.acknowledge([k for k, _ in batch])
     ledger.add((9, 2), 2, "g9")
     assert ledger.sample(5, learner_version=2) == [((9, 2), "g9")]  # (5, 0) is 2 versions old: dropped
-    ledger.acknowledge(1)
+    ledger.acknowledge([(9, 2)])
     s = ledger.stats()
-    assert s == {"size": 0, "added": 7, "sampled": 4, "trained": 4, "dropped_overflow": 2, "dropped_stale": 1,
-                 "in_flight": 0, "dropped": 3}
+    assert s == {"size": 0, "added": 7, "sampled": 4, "trained": 4, "released": 0, "dropped_overflow": 2,
+                 "dropped_stale": 1, "dropped_duplicate": 0, "in_flight": 0, "dropped": 3}
     ledger.check()
 
 
@@ -30,8 +31,42 @@ def test_on_policy_staleness_zero_drops_anything_older():
     assert ledger.stats()["dropped_stale"] == 1
 
 
-def test_duplicate_group_is_refused():
+def test_a_group_is_held_and_trained_once():
     ledger = GroupLedger(capacity=8, max_staleness=0)
-    ledger.add((0, 0), 0, "a")
-    with pytest.raises(ValueError, match="added twice"):
-        ledger.add((0, 0), 0, "a")
+    assert ledger.add((0, 0), 0, "a")
+    assert not ledger.add((0, 0), 0, "a again")  # e.g. a retried call delivering a double
+    [(key, payload)] = ledger.sample(8, learner_version=0)
+    assert payload == "a"
+    assert not ledger.add((0, 0), 0, "a while leased")
+    ledger.acknowledge([key])
+    assert not ledger.add((0, 0), 0, "a after training")
+    assert ledger.stats()["dropped_duplicate"] == 3 and ledger.stats()["trained"] == 1
+    with pytest.raises(ValueError, match="not leased"):
+        ledger.acknowledge([key])
+    ledger.check()
+
+
+def test_a_failed_train_releases_its_lease_for_the_next_sample():
+    ledger = GroupLedger(capacity=8, max_staleness=1)
+    for pid in range(3):
+        ledger.add((pid, 0), 0, pid)
+    leased = [k for k, _ in ledger.sample(2, learner_version=0)]
+    ledger.release(leased)
+    ledger.check()
+    assert [k for k, _ in ledger.sample(3, learner_version=0)] == [(0, 0), (1, 0), (2, 0)]  # order kept
+    ledger.acknowledge([(0, 0), (1, 0), (2, 0)])
+    assert ledger.stats()["trained"] == 3 and ledger.stats()["released"] == 2
+    ledger.check()
+
+
+def test_memory_stays_bounded_when_producers_outrun_the_learner():
+    ledger = GroupLedger(capacity=16, max_staleness=100)
+    for step in range(20):  # 10 groups arrive for each one trained
+        for i in range(10):
+            ledger.add((step * 10 + i, step), step, bytearray(1024))
+        [(key, _)] = ledger.sample(1, learner_version=step)
+        ledger.acknowledge([key])
+        assert len(ledger) <= 16
+    s = ledger.stats()
+    assert s["trained"] == 20 and s["dropped_overflow"] == 200 - 20 - len(ledger)
+    ledger.check()

@@ -41,3 +41,12 @@ def test_missing_dataset_column(tiny_model_dir, missing_column_file):
                        "data.num_eval=1")
     assert result.returncode != 0
     assert "missing column 'question'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_resume_without_a_checkpoint(tiny_model_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rl_system", "train", "--config", "configs/r1_zero.yaml", "--resume",
+                             f"model.path={tiny_model_dir}", f"output_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"error: --resume: no checkpoint at {tmp_path}/checkpoint (trainer_state.json missing)" in result.stderr
+    assert "Started a local Ray" not in result.stderr

@@ -19,6 +19,8 @@ def test_example_config_loads_with_overrides():
     ("num_steps=2.5", "config key 'num_steps': expected an integer"),
     ("learner.zero_stage=4", "config key 'learner.zero_stage': expected 0, 1, 2 or 3"),
     ("max_staleness=-1", "config key 'max_staleness'"),
+    ("mode=eager", "config key 'mode': expected 'sync' or 'async'"),
+    ("mode=async", "config key 'max_staleness': expected an integer >= 1 with mode=async"),
     ("learner.micro_batch_size=5", "config key 'learner.micro_batch_size'"),
     ("rollout.top_p=1.5", "config key 'rollout.top_p'"),
     ("reward.functions=[{weight: 1}]", "config section 'reward.functions[0]'"),

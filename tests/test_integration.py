@@ -48,3 +48,71 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
     assert (checkpoint / "model.safetensors").is_file()
     assert json.loads((checkpoint / "trainer_state.json").read_text())["version"] == 2
     assert (tmp_path / "run" / "tensorboard").is_dir()
+
+
+def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path):
+    """mode=async, max_staleness=1: batch k+1 is generated while batch k trains, so from step 2 on
+    every trained group is exactly one version old (never more: the buffer would drop it)."""
+    cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
+        f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=3", "mode=async",
+        "max_staleness=1", "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
+        "learner.micro_batch_size=4", "learner.num_ranks=1", "rollout.num_workers=1", "eval_before=false",
+        "eval_after=false", "data.num_eval=4", "cluster.include_dashboard=false",
+        "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
+    ]))
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg)
+        r1_zero.train(cfg, workers)
+        assert workers.rollout_versions() == [3]
+        stats = workers.buffer_stats()
+        assert stats["added"] == stats["trained"] == 6 and stats["dropped"] == 0
+        workers.shutdown()
+    finally:
+        ray.shutdown()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["staleness/max"] for m in lines] == [0, 1, 1]
+    assert all(math.isfinite(m["loss"]) for m in lines)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["version"] == 3 and state["data_cursor"] == 6  # nothing left in flight at the end
+
+
+def test_resume_continues_with_the_identical_next_steps(tiny_model_dir, tmp_path):
+    """4 steps straight vs 2 steps, then fresh actors and `--resume` for steps 3-4: the same samples
+    and losses at steps 3 and 4 (data cursor, sampling RNG and optimizer state came back) and the
+    same final weights."""
+    def config(run: str, steps: int):
+        return resolve_paths(load_config("configs/r1_zero.yaml", [
+            f"model.path={tiny_model_dir}", f"output_dir={tmp_path / run}", f"num_steps={steps}",
+            "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=2",
+            "learner.num_ranks=2", "learner.zero_stage=2", "rollout.num_workers=2", "learner.lr=1e-3",
+            "eval_before=false", "eval_after=false", "checkpoint_every=0", "data.num_eval=4",
+            "cluster.include_dashboard=false",
+            "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
+        ]))
+
+    def run(name: str, steps: int, resume: bool = False) -> float:
+        cfg = config(name, steps)
+        workers = RayWorkers(cfg)
+        try:
+            r1_zero.train(cfg, workers, resume)
+            return workers.learner_checksum()
+        finally:
+            workers.shutdown()
+
+    connect(config("straight", 4))
+    try:
+        straight = run("straight", 4)
+        run("resumed", 2)
+        resumed = run("resumed", 4, resume=True)
+    finally:
+        ray.shutdown()
+
+    def logged(name):
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = logged("straight"), logged("resumed")
+    assert [m["step"] for m in b] == [1, 2, 3, 4]
+    for key in ("loss", "reward/total", "completion_length", "grad_norm"):
+        assert [m[key] for m in b] == [m[key] for m in a], key
+    assert resumed == straight

@@ -1,0 +1,61 @@
+"""Weight publish against a raw copy of the same bytes, measured side by side in one run.
+
+publish:  RayWorkers.sync_weights, as in training: the learner ranks gather and cast the weights
+          to the rollout dtype into one flat buffer, put it once in the object store, and every
+          rollout worker reads it, checks the manifest and copies it into its model.
+raw copy: the same number of bytes copied once per rollout worker, in one process (torch copy_
+          between flat buffers): the least any publish has to move.
+
+    python benchmarks/weight_sync.py [--model models/smollm2-135m-instruct] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import ray
+import torch
+
+from actors.controller import RayWorkers, connect, resolve_paths
+from rl_system.config import load_config
+from rl_system.models import dtype_from_name
+
+
+def timed(fn, repeats: int) -> float:
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="models/smollm2-135m-instruct")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    cfg = resolve_paths(load_config("configs/r1_zero.yaml", [f"model.path={args.model}",
+                                                              "cluster.include_dashboard=false"]))
+    connect(cfg)
+    workers = RayWorkers(cfg)
+    try:
+        params = ray.get(workers.rollouts.actors[0].__ray_call__.remote(
+            lambda worker: sum(p.numel() for p in worker.model.parameters())))
+        publish = timed(lambda: workers.sync_weights(0), args.repeats)  # untrained: the learners hold version 0
+    finally:
+        workers.shutdown()
+        ray.shutdown()
+    nbytes = params * torch.finfo(dtype_from_name(cfg.rollout.dtype)).bits // 8
+    source = torch.ones(nbytes, dtype=torch.uint8)
+    targets = [torch.zeros_like(source) for _ in range(cfg.rollout.num_workers)]
+    raw = timed(lambda: [target.copy_(source) for target in targets], args.repeats)
+    print(f"{params / 1e6:.1f} M parameters = {nbytes / 2**20:.0f} MiB as {cfg.rollout.dtype}; "
+          f"{cfg.learner.num_ranks} learner ranks (ZeRO-{cfg.learner.zero_stage}) -> {cfg.rollout.num_workers} rollout workers")
+    print(f"weight publish {publish * 1000:.0f} ms, raw copy {raw * 1000:.0f} ms (medians of {args.repeats}): "
+          f"ratio {publish / raw:.2f}x (target <= 2x)")
+
+
+if __name__ == "__main__":
+    main()

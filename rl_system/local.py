@@ -1,0 +1,89 @@
+"""The Workers protocol in one process, without Ray: the same generate, score, buffer, train and
+weight-sync work as RayWorkers with one worker per role (one policy copy for sampling, the rule
+rewards in their child process, the ledger, one DeepSpeed rank). The baseline of
+benchmarks/overhead.py, and a way to step through the driver loop in a debugger."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rl_system.buffer import GroupLedger
+from rl_system.config import TrainConfig
+from rl_system.data import Problem
+from rl_system.learner import ROLLOUT_RNG_FILE, TRAINING_STATE_DIR, Learner
+from rl_system.models import load_model, load_tokenizer, pick_device
+from rl_system.rewards.scoring import GroupScorer
+from rl_system.rollout import sample_batch
+from rl_system.weights import load_packed_weights
+
+
+class LocalWorkers:
+    def __init__(self, cfg: TrainConfig):
+        if cfg.learner.num_ranks != 1:
+            raise ValueError(f"LocalWorkers runs one learner rank, not learner.num_ranks={cfg.learner.num_ranks}")
+        self.cfg = cfg
+        self.learner = Learner(cfg, world_size=1, rank=0)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.learner.setup("127.0.0.1", port)
+        self.device = pick_device(cfg.rollout.num_gpus)
+        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
+        self.model = load_model(cfg.model.path, cfg.rollout.dtype, self.device, cfg.model.trust_remote_code).eval()
+        torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
+        self.policy_version = 0
+        self.scorer = GroupScorer(cfg.reward)
+        self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
+
+    def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
+                 n: int | None = None, prefills: list[str] | None = None,
+                 stop_strings: tuple[str, ...] | None = None) -> list:
+        return sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
+                            max_new_tokens, n, prefills, stop_strings)
+
+    def wait(self, handles: list) -> list:
+        return handles
+
+    def score(self, rollouts: list) -> tuple[list, list[dict]]:
+        results = [self.scorer.score(group) for group in rollouts]
+        return [scored for scored, _ in results], [summary for _, summary in results]
+
+    def buffer_add(self, scored: list, summaries: list[dict]) -> None:
+        for group, summary in zip(scored, summaries):
+            self.ledger.add(summary["key"], summary["key"][1], group)
+
+    def buffer_sample(self, n: int, learner_version: int) -> tuple[list, list[int]]:
+        return self.ledger.sample(n, learner_version), self.ledger.last_sample_lags
+
+    def train(self, batch: list) -> dict:
+        stats = self.learner.train([group for _, group in batch])
+        self.ledger.acknowledge([key for key, _ in batch])
+        return stats
+
+    def sync_weights(self, version: int, wait: bool = True) -> None:
+        self.policy_version = load_packed_weights(self.model, self.learner.packed_weights(), expected_version=version)
+
+    def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]:
+        return self.score(self.generate(problems, greedy=True, max_new_tokens=max_new_tokens))[1]
+
+    def buffer_stats(self) -> dict:
+        return self.ledger.stats()
+
+    def step_done(self, step: int, metrics: dict) -> dict:
+        return {}
+
+    def save(self, path: str) -> None:
+        self.learner.save(path)
+        self.learner.save_training_state(str(Path(path) / TRAINING_STATE_DIR))
+        save_file({"rollout-0/cpu": torch.get_rng_state()}, str(Path(path) / ROLLOUT_RNG_FILE))
+
+    def restore(self, path: str, version: int) -> None:
+        self.learner.load_training_state(str(Path(path) / TRAINING_STATE_DIR))
+        self.sync_weights(version)
+        torch.set_rng_state(load_file(str(Path(path) / ROLLOUT_RNG_FILE))["rollout-0/cpu"])
+
+    def shutdown(self) -> None:
+        self.scorer.close()
