@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from safetensors.torch import load_file, save_file
 
 from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_alive, wait_until_gone
 from actors.learner import LearnerRank
@@ -23,7 +22,7 @@ from actors.rollout import WEIGHT_STORE, RolloutWorker, WeightStore
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
-from rl_system.learner import ROLLOUT_RNG_FILE, TRAINING_STATE_DIR
+from rl_system.learner import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
 from rl_system.weights import WeightSyncError
 
 
@@ -272,9 +271,7 @@ class RayWorkers:
         (optimizer included) and each rollout worker's sampling RNG."""
         ray.get(self.learners.call("save", path))
         ray.get(self.learners.call("save_training_state", str(Path(path) / TRAINING_STATE_DIR)))
-        rng = ray.get(self.rollouts.call("rng_state"))
-        save_file({f"{name}/{key}": value for name, state in zip(self.rollouts.names, rng) for key, value in state.items()},
-                  str(Path(path) / ROLLOUT_RNG_FILE))
+        save_rollout_rng(path, dict(zip(self.rollouts.names, ray.get(self.rollouts.call("rng_state")))))
 
     def restore(self, path: str, version: int) -> None:
         """Learners load a checkpoint's training state; rollout workers its weights and RNG states."""
@@ -282,10 +279,9 @@ class RayWorkers:
         if versions != [version] * len(versions):
             raise WeightSyncError(f"checkpoint {path}: learner ranks restored versions {versions}, expected {version}")
         self.sync_weights(version)
-        rng = load_file(str(Path(path) / ROLLOUT_RNG_FILE))
-        ray.get([actor.set_rng_state.remote({key.split("/", 1)[1]: value for key, value in rng.items()
-                                             if key.startswith(name + "/")})
-                 for name, actor in zip(self.rollouts.names, self.rollouts.actors) if f"{name}/cpu" in rng])
+        rng = load_rollout_rng(path)
+        ray.get([actor.set_rng_state.remote(rng[name])
+                 for name, actor in zip(self.rollouts.names, self.rollouts.actors) if name in rng])
 
     def rollout_versions(self) -> list[int]:
         return ray.get(self.rollouts.call("version"))

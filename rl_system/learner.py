@@ -6,6 +6,7 @@ import contextlib
 import os
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from rl_system.config import TrainConfig
 from rl_system.models import dtype_from_name, load_model, load_tokenizer, pick_device
@@ -74,6 +75,20 @@ def _merge(base: dict, override: dict) -> dict:
 TRAINING_STATE_DIR = "deepspeed"
 TRAINING_STATE_TAG = "training_state"
 ROLLOUT_RNG_FILE = "rollout_rng.safetensors"
+
+
+def save_rollout_rng(checkpoint: str, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Each rollout worker's sampling RNG state ({worker name: {device: state}}) in one file."""
+    save_file({f"{name}/{device}": state for name, by_device in states.items() for device, state in by_device.items()},
+              os.path.join(checkpoint, ROLLOUT_RNG_FILE))
+
+
+def load_rollout_rng(checkpoint: str) -> dict[str, dict[str, torch.Tensor]]:
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, state in load_file(os.path.join(checkpoint, ROLLOUT_RNG_FILE)).items():
+        name, device = key.split("/", 1)
+        states.setdefault(name, {})[device] = state
+    return states
 
 
 class Learner:

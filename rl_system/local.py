@@ -8,12 +8,11 @@ import socket
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from rl_system.buffer import GroupLedger
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
-from rl_system.learner import ROLLOUT_RNG_FILE, TRAINING_STATE_DIR, Learner
+from rl_system.learner import TRAINING_STATE_DIR, Learner, load_rollout_rng, save_rollout_rng
 from rl_system.models import load_model, load_tokenizer, pick_device
 from rl_system.rewards.scoring import GroupScorer
 from rl_system.rollout import sample_batch
@@ -78,12 +77,12 @@ class LocalWorkers:
     def save(self, path: str) -> None:
         self.learner.save(path)
         self.learner.save_training_state(str(Path(path) / TRAINING_STATE_DIR))
-        save_file({"rollout-0/cpu": torch.get_rng_state()}, str(Path(path) / ROLLOUT_RNG_FILE))
+        save_rollout_rng(path, {"rollout-0": {"cpu": torch.get_rng_state()}})
 
     def restore(self, path: str, version: int) -> None:
         self.learner.load_training_state(str(Path(path) / TRAINING_STATE_DIR))
         self.sync_weights(version)
-        torch.set_rng_state(load_file(str(Path(path) / ROLLOUT_RNG_FILE))["rollout-0/cpu"])
+        torch.set_rng_state(load_rollout_rng(path)["rollout-0"]["cpu"])
 
     def shutdown(self) -> None:
         self.scorer.close()
