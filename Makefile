@@ -34,10 +34,12 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
+	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/weight_sync.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/async_vs_sync.py
 	$(PY) benchmarks/rollout_scaling.py
+	$(PY) benchmarks/trl_grpo.py
 
 clean:
 	rm -rf $(VENV) models runs .cache

@@ -8,7 +8,8 @@ import torch
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.models import load_model, load_tokenizer, pick_device
-from rl_system.rollout import sample_batch
+from rl_system.rollout import sample_batch, sampling_params
+from rl_system.rollout_vllm import VLLMSampler
 from rl_system.weights import load_packed_weights
 
 
@@ -31,16 +32,20 @@ class WeightStore:
 
 @ray.remote
 class RolloutWorker:
-    """Holds a generation copy of the policy, samples groups, and loads each published version."""
+    """Holds a generation copy of the policy (an HF model, or a vLLM engine with rollout.backend=vllm),
+    samples groups, and loads each published version."""
 
     def __init__(self, cfg: TrainConfig, worker_index: int):
         rc = cfg.rollout
         torch.set_num_threads(rc.num_threads or max(1, (os.cpu_count() or 1) // rc.num_workers))
-        torch.manual_seed(cfg.seed * 1000 + worker_index)
+        seed = cfg.seed * 1000 + worker_index
+        torch.manual_seed(seed)
         self.cfg, self.worker_index = cfg, worker_index
         self.device = pick_device(rc.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.model = load_model(cfg.model.path, rc.dtype, self.device, cfg.model.trust_remote_code).eval()
+        self.vllm = VLLMSampler(cfg, self.tokenizer, seed) if rc.backend == "vllm" else None
+        self.model = None if self.vllm else load_model(cfg.model.path, rc.dtype, self.device,
+                                                       cfg.model.trust_remote_code).eval()
         self.policy_version = 0
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
         if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
@@ -52,12 +57,18 @@ class RolloutWorker:
         """One group per problem, then a receipt (the number of groups) that tells the caller how the
         call ended without fetching the groups. `stop_strings` replaces rollout.stop_strings for this
         call (test-time search stops at a step)."""
-        groups = sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
-                              max_new_tokens, n, prefills, stop_strings)
+        if self.vllm:
+            groups = self.vllm.generate_groups(problems, sampling_params(self.cfg, greedy, max_new_tokens, n, stop_strings),
+                                               self.policy_version, prefills)
+        else:
+            groups = sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
+                                  max_new_tokens, n, prefills, stop_strings)
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
-        self.policy_version = load_packed_weights(self.model, ray.get(packed_ref[0]), expected_version=version)
+        packed = ray.get(packed_ref[0])
+        self.policy_version = (self.vllm.load_weights(packed, version) if self.vllm
+                               else load_packed_weights(self.model, packed, expected_version=version))
         return self.policy_version
 
     def rng_state(self) -> dict[str, torch.Tensor]:

@@ -7,33 +7,17 @@ Target: async at least 1.5x the samples/s of sync, with no accuracy loss.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
-import ray
-
-from actors.controller import RayWorkers, connect, resolve_paths
-from rl_system.config import load_config
-from rl_system.pipeline import r1_zero
+from _common import grpo_run
 
 
 def run(overrides: list[str], output: Path) -> dict:
-    shutil.rmtree(output, ignore_errors=True)
-    cfg = resolve_paths(load_config("configs/r1_zero.yaml", [*overrides, f"output_dir={output}"]))
-    connect(cfg)
-    try:
-        workers = RayWorkers(cfg)
-        try:
-            results = r1_zero.train(cfg, workers)
-        finally:
-            workers.shutdown()
-    finally:
-        ray.shutdown()
-    steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    result = grpo_run(overrides, output)
+    cfg, steps = result["cfg"], result["steps"]
     seconds = sum(m["time/step"] for m in steps)
     samples = len(steps) * cfg.prompts_per_step * cfg.rollout.group_size
-    return {"samples_per_s": samples / seconds, "seconds": seconds, "accuracy": results["after"]["accuracy"],
+    return {"samples_per_s": samples / seconds, "seconds": seconds, "accuracy": result["results"]["after"]["accuracy"],
             "max_staleness_seen": max(m["staleness/max"] for m in steps)}
 
 
@@ -43,7 +27,7 @@ def main() -> None:
     parser.add_argument("--staleness", type=int, default=1)
     parser.add_argument("--output", default="runs/bench/async_vs_sync")
     args = parser.parse_args()
-    common = [f"num_steps={args.steps}", "eval_before=false", "checkpoint_every=0", "cluster.include_dashboard=false"]
+    common = [f"num_steps={args.steps}", "eval_before=false", "checkpoint_every=0"]
     out = Path(args.output).resolve()
     sync = run([*common, "mode=sync"], out / "sync")
     asyn = run([*common, "mode=async", f"max_staleness={args.staleness}"], out / "async")

@@ -98,6 +98,10 @@ class RolloutConfig:
     num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {rollout: 1}
+    # "hf": transformers' generate with a KV cache (CPU or GPU); "vllm": vLLM's engine, on a GPU only
+    # (rollout.num_gpus > 0; `pip install vllm==0.33.0`). Exact resume replays the HF backend's sampling.
+    backend: str = "hf"
+    gpu_memory_utilization: float = 0.5  # vLLM's share of its GPU (weights + KV cache)
     # Elastic rollout: between min_workers and max_workers (0 = num_workers, a fixed size). When
     # generation takes more than scale_up_above of a step, one worker is added (the autoscaler is asked
     # for its node); below scale_down_below, one extra worker is retired and its node can go.
@@ -348,6 +352,11 @@ def _validate(c: TrainConfig) -> None:
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
     _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
     _check(c.mode in ("sync", "async"), "mode", "'sync' or 'async'", c.mode)
+    _check(c.rollout.backend in ("hf", "vllm"), "rollout.backend", "'hf' or 'vllm'", c.rollout.backend)
+    _check(c.rollout.backend != "vllm" or c.rollout.num_gpus > 0, "rollout.num_gpus",
+           "a number > 0 with rollout.backend=vllm (vLLM generates on a GPU)", c.rollout.num_gpus)
+    _check(0 < c.rollout.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "a number in (0, 1]",
+           c.rollout.gpu_memory_utilization)
     _check(c.mode == "sync" or c.max_staleness >= 1, "max_staleness",
            "an integer >= 1 with mode=async (how many batches generation runs ahead)", c.max_staleness)
     _check(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0", c.checkpoint_every)

@@ -99,6 +99,7 @@ class Learner:
         self.device = pick_device(cfg.learner.num_gpus)
         torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
         self.version = 0
+        self._publish_buffer: torch.Tensor | None = None  # reused by every publish on rank 0
 
     def setup(self, master_addr: str, master_port: int, local_rank: int = 0) -> None:
         """Joins the ranks' process group (all ranks call it together) and builds the engine."""
@@ -156,7 +157,12 @@ class Learner:
         with self._full_parameters():
             if self.rank != 0:
                 return None
-            return pack_weights(self.engine.module.named_parameters(), self.version, self.cfg.rollout.dtype)
+            if self._publish_buffer is None:  # pinned on a GPU host: the device-to-host copy runs at full speed
+                self._publish_buffer = torch.empty(sum(p.numel() for p in self.engine.module.parameters()),
+                                                   dtype=dtype_from_name(self.cfg.rollout.dtype),
+                                                   pin_memory=self.device.type == "cuda")
+            return pack_weights(self.engine.module.named_parameters(), self.version, self.cfg.rollout.dtype,
+                                out=self._publish_buffer)
 
     def save(self, path: str) -> None:
         with self._full_parameters():

@@ -92,16 +92,22 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     return groups
 
 
+def sampling_params(cfg: TrainConfig, greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
+                    stop_strings: tuple[str, ...] | None = None) -> SamplingParams:
+    """The run's rollout settings; any argument given overrides its setting."""
+    rc = cfg.rollout
+    return SamplingParams(n=1 if greedy else (n or rc.group_size), max_new_tokens=max_new_tokens or rc.max_new_tokens,
+                          temperature=rc.temperature, top_p=rc.top_p, greedy=greedy,
+                          stop_strings=stop_strings or rc.stop_strings)
+
+
 def sample_batch(model, tokenizer, cfg: TrainConfig, problems: list[Problem], policy_version: int,
                  greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
                  prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None) -> list[PromptGroup]:
-    """generate_groups with the run's rollout settings (any argument given overrides its setting),
-    in chunks of at most rollout.max_batch_sequences sequences, which bounds the logits kept."""
-    rc = cfg.rollout
-    params = SamplingParams(n=1 if greedy else (n or rc.group_size), max_new_tokens=max_new_tokens or rc.max_new_tokens,
-                            temperature=rc.temperature, top_p=rc.top_p, greedy=greedy,
-                            stop_strings=stop_strings or rc.stop_strings)
-    per_call = max(1, rc.max_batch_sequences // params.n)
+    """generate_groups with sampling_params(...), in chunks of at most rollout.max_batch_sequences
+    sequences, which bounds the logits kept."""
+    params = sampling_params(cfg, greedy, max_new_tokens, n, stop_strings)
+    per_call = max(1, cfg.rollout.max_batch_sequences // params.n)
     return [g for i in range(0, len(problems), per_call) for g in generate_groups(
         model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.data.system_prompt, cfg.data.prefill,
         prefills[i:i + per_call] if prefills else None)]

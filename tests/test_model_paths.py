@@ -87,3 +87,19 @@ def test_weights_roundtrip_and_all_or_nothing(tiny_model_dir):
     assert load_packed_weights(dst, packed, expected_version=5) == 5
     for (name, p), (_, q) in zip(src.named_parameters(), dst.named_parameters()):
         assert torch.allclose(p.to(torch.bfloat16).float(), q.float(), atol=0), name
+
+
+def test_publish_buffer_is_reused_and_checked(tiny_model_dir):
+    model = load_model(tiny_model_dir)
+    size = sum(p.numel() for p in model.parameters())
+    buffer = torch.empty(size, dtype=torch.bfloat16)
+    first = pack_weights(model.named_parameters(), version=1, dtype="bfloat16", out=buffer)
+    assert first["data"].ctypes.data == buffer.data_ptr()  # packed in place, no new allocation
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    second = pack_weights(model.named_parameters(), version=2, dtype="bfloat16", out=buffer)
+    dst = load_model(tiny_model_dir, dtype="bfloat16")
+    load_packed_weights(dst, second, expected_version=2)
+    assert all(torch.equal(p.to(torch.bfloat16), q) for p, q in zip(model.parameters(), dst.parameters()))
+    with pytest.raises(ValueError, match=rf"expected bfloat16 \({size},\)"):
+        pack_weights(model.named_parameters(), version=3, dtype="bfloat16", out=buffer[:-1])

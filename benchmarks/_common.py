@@ -1,0 +1,53 @@
+"""What several benchmarks share: a GRPO run of the demo config on Ray, and the demo's held-out
+evaluation of any model directory."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import ray
+
+from actors.controller import RayWorkers, connect, resolve_paths
+from rl_system.config import TrainConfig, load_config
+from rl_system.data import load_splits
+from rl_system.pipeline import r1_zero
+
+DEMO_CONFIG = "configs/r1_zero.yaml"
+
+
+def demo_config(overrides: list[str]) -> TrainConfig:
+    return resolve_paths(load_config(DEMO_CONFIG, ["cluster.include_dashboard=false", *overrides]))
+
+
+def grpo_run(overrides: list[str], output: Path) -> dict:
+    """r1_zero.train on a fresh local Ray; its per-step metrics, held-out results and wall time."""
+    shutil.rmtree(output, ignore_errors=True)
+    cfg = demo_config([*overrides, f"output_dir={output}"])
+    start = time.perf_counter()
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg)
+        try:
+            results = r1_zero.train(cfg, workers)
+        finally:
+            workers.shutdown()
+    finally:
+        ray.shutdown()
+    steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return {"cfg": cfg, "steps": steps, "results": results, "wall_s": time.perf_counter() - start}
+
+
+def held_out_evaluation(model_path: str, overrides: list[str] = ()) -> dict:
+    """The demo's after-training evaluation (greedy, held-out split, rule graders) of a model directory."""
+    cfg = demo_config([*overrides, f"model.path={model_path}"])
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg, with_learner=False)
+        try:
+            return r1_zero.evaluate(workers, load_splits(cfg.data)[1], cfg)
+        finally:
+            workers.shutdown()
+    finally:
+        ray.shutdown()
