@@ -9,7 +9,9 @@ demo's held-out greedy evaluation scores both final policies.
 
 samples/s: completions per second over steps 2..N (step 1 warms up); TRL's steps are timed by
 a callback at each optimizer step's end. Time to the demo's accuracy: the run's wall time if its
-held-out accuracy after N steps reaches --target, else "not reached in N steps".
+held-out accuracy after N steps reaches --target, else "not reached in N steps". rl_system's wall
+time counts Ray's start, the final checkpoint and its held-out evaluation too; TRL's only the
+model load and training (its evaluation runs afterwards, untimed).
 
     pip install trl==1.16.0     # (make bench installs it)
     python benchmarks/trl_grpo.py [--steps 25] [--target 0.781]
