@@ -10,6 +10,7 @@ from pathlib import Path
 import ray
 
 from actors.controller import RayWorkers, connect, resolve_paths
+from rl_system.cli import run_on_ray
 from rl_system.config import TrainConfig, load_config
 from rl_system.data import load_splits
 from rl_system.pipeline import r1_zero
@@ -22,17 +23,12 @@ def demo_config(overrides: list[str]) -> TrainConfig:
 
 
 def grpo_run(overrides: list[str], output: Path) -> dict:
-    """r1_zero.train on a fresh local Ray; its per-step metrics, held-out results and wall time."""
+    """`train` as the CLI runs it, on a fresh local Ray; its per-step metrics, held-out results and wall time."""
     shutil.rmtree(output, ignore_errors=True)
     cfg = demo_config([*overrides, f"output_dir={output}"])
     start = time.perf_counter()
-    connect(cfg)
     try:
-        workers = RayWorkers(cfg)
-        try:
-            results = r1_zero.train(cfg, workers)
-        finally:
-            workers.shutdown()
+        results = run_on_ray("train", cfg)
     finally:
         ray.shutdown()
     steps = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]

@@ -27,7 +27,7 @@ from _common import demo_config, grpo_run, held_out_evaluation
 
 from rl_system.data import format_prompt, load_splits
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rewards.rules import accuracy_reward, format_reward
+from rl_system.rewards import resolve_reward
 
 
 def trl_run(cfg, steps: int, output: Path) -> dict:
@@ -44,13 +44,14 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
         for p in train_set])
 
     # TRL hands reward functions the completion without the prefill; ours see the whole assistant turn.
-    def with_prefill(reward):
+    def with_prefill(spec):
+        reward = resolve_reward(spec.name)
+
         def scored(prompts, completions, **columns):
-            return reward(prompts, [prefill + c for c in completions], **columns)
+            return reward(prompts, [prefill + c for c in completions], **columns, **spec.kwargs)
         scored.__name__ = reward.__name__
         return scored
 
-    rewards = {r.name: r.weight for r in cfg.reward.functions}
     group, prompts = cfg.rollout.group_size, cfg.prompts_per_step
     args = GRPOConfig(
         output_dir=str(output), max_steps=steps, per_device_train_batch_size=group,
@@ -58,7 +59,7 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
         max_completion_length=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=1.0, top_k=0,
         learning_rate=cfg.learner.lr, beta=cfg.learner.beta, epsilon=cfg.learner.epsilon_low,
         loss_type="grpo", scale_rewards="group", max_grad_norm=cfg.learner.grad_clip, num_iterations=1,
-        reward_weights=[rewards["format"], rewards["accuracy"]], bf16=True, use_cpu=not torch.cuda.is_available(),
+        reward_weights=[r.weight for r in cfg.reward.functions], bf16=True, use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # TRL turns it on by default; rl_system does not recompute activations
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, dataloader_num_workers=0)
     step_ends: list[float] = []
@@ -69,7 +70,7 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
 
     start = time.perf_counter()
     trainer = GRPOTrainer(model=load_model(cfg.model.path), processing_class=tokenizer,
-                          reward_funcs=[with_prefill(format_reward), with_prefill(accuracy_reward)],
+                          reward_funcs=[with_prefill(spec) for spec in cfg.reward.functions],
                           args=args, train_dataset=dataset, callbacks=[StepClock()])
     trainer.train()
     wall = time.perf_counter() - start

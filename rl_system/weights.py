@@ -23,11 +23,11 @@ def pack_weights(named_params, version: int, dtype: str, out: torch.Tensor | Non
 
     Each tensor is cast straight into its slice of one flat buffer: `out` (a 1-D tensor of the
     rollout dtype and exactly the parameters' size, kept by the caller between publishes) or a new
-    one. Reusing it saves the allocation's page faults, which cost more than the copy itself."""
+    one. Reusing it saves an allocation, and its page faults, on every publish."""
     named = [(name, tensor.detach()) for name, tensor in named_params]
-    total = sum(tensor.numel() for _, tensor in named)
-    flat = torch.empty(total, dtype=dtype_from_name(dtype)) if out is None else out
-    if flat.shape != (total,) or flat.dtype != dtype_from_name(dtype):
+    total, target = sum(tensor.numel() for _, tensor in named), dtype_from_name(dtype)
+    flat = torch.empty(total, dtype=target) if out is None else out
+    if flat.shape != (total,) or flat.dtype != target:
         raise ValueError(f"publish buffer is {flat.dtype} {tuple(flat.shape)}, expected {dtype} ({total},)")
     manifest, offset = [], 0
     for name, tensor in named:
