@@ -35,6 +35,7 @@ test: $(VENV)/.installed
 
 bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/shared_prompt.py
 	$(PY) benchmarks/weight_sync.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/async_vs_sync.py

@@ -7,7 +7,7 @@ import torch
 
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
-from rl_system.models import load_model, load_tokenizer, pick_device
+from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rollout import sample_batch, sampling_params
 from rl_system.rollout_vllm import VLLMSampler
 from rl_system.weights import load_packed_weights
@@ -44,8 +44,7 @@ class RolloutWorker:
         self.device = pick_device(rc.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         self.vllm = VLLMSampler(cfg, self.tokenizer, seed) if rc.backend == "vllm" else None
-        self.model = None if self.vllm else load_model(cfg.model.path, rc.dtype, self.device,
-                                                       cfg.model.trust_remote_code).eval()
+        self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
         self.policy_version = 0
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
         if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
@@ -66,9 +65,11 @@ class RolloutWorker:
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
-        packed = ray.get(packed_ref[0])
-        self.policy_version = (self.vllm.load_weights(packed, version) if self.vllm
-                               else load_packed_weights(self.model, packed, expected_version=version))
+        packed = ray.get(packed_ref[0])  # on this node: a read-only view of the object store's copy, no copy
+        if self.vllm:
+            self.policy_version = self.vllm.load_weights(packed, version)
+        else:  # CPU parameters become views of that copy: workers on a node share one copy of the weights
+            self.policy_version = load_packed_weights(self.model, packed, expected_version=version, share_buffer=True)
         return self.policy_version
 
     def rng_state(self) -> dict[str, torch.Tensor]:

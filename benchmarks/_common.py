@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -16,6 +17,19 @@ from rl_system.data import load_splits
 from rl_system.pipeline import r1_zero
 
 DEMO_CONFIG = "configs/r1_zero.yaml"
+
+
+def median_seconds(fn, repeats: int, warmup: int) -> float:
+    """Median wall time of `repeats` calls after `warmup` untimed ones (first calls allocate buffers
+    and fault in pages)."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def demo_config(overrides: list[str]) -> TrainConfig:

@@ -3,9 +3,10 @@
 Both train SmolLM2-135M-Instruct on the demo's train split with the same prompt text (system
 prompt, one-shot example, assistant turn prefilled with `<think>`), 4 prompts x 8 completions a
 step, at most 48 new tokens, temperature 1, AdamW lr 1e-5, beta 0.001, clip 0.2, group-std
-advantages, per-sequence token-mean loss, grad-norm clip 1, bf16 compute over fp32 weights, and
-the same reward functions (0.5 x strict format + accuracy) for the same number of steps. Then the
-demo's held-out greedy evaluation scores both final policies.
+advantages, per-sequence token-mean loss, grad-norm clip 1, bf16 compute over fp32 weights, the
+same attention kernel (model.attn_implementation) and micro-batch size, and the same reward
+functions (0.5 x strict format + accuracy) for the same number of steps. Then the demo's held-out
+greedy evaluation scores both final policies.
 
 samples/s: completions per second over steps 2..N (step 1 warms up); TRL's steps are timed by
 a callback at each optimizer step's end. Time to the demo's accuracy: the run's wall time if its
@@ -26,7 +27,7 @@ from pathlib import Path
 from _common import demo_config, grpo_run, held_out_evaluation
 
 from rl_system.data import format_prompt, load_splits
-from rl_system.models import load_model, load_tokenizer
+from rl_system.models import load_policy, load_tokenizer
 from rl_system.rewards import resolve_reward
 
 
@@ -52,10 +53,10 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
         scored.__name__ = reward.__name__
         return scored
 
-    group, prompts = cfg.rollout.group_size, cfg.prompts_per_step
+    group, micro = cfg.rollout.group_size, cfg.learner.micro_batch_size
     args = GRPOConfig(
-        output_dir=str(output), max_steps=steps, per_device_train_batch_size=group,
-        gradient_accumulation_steps=prompts, num_generations=group,  # one optimizer step per 4 x 8 completions
+        output_dir=str(output), max_steps=steps, per_device_train_batch_size=micro, num_generations=group,
+        gradient_accumulation_steps=cfg.prompts_per_step * group // micro,  # one optimizer step per 4 x 8 completions
         max_completion_length=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=1.0, top_k=0,
         learning_rate=cfg.learner.lr, beta=cfg.learner.beta, epsilon=cfg.learner.epsilon_low,
         loss_type="grpo", scale_rewards="group", max_grad_norm=cfg.learner.grad_clip, num_iterations=1,
@@ -69,7 +70,7 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
             step_ends.append(time.perf_counter())
 
     start = time.perf_counter()
-    trainer = GRPOTrainer(model=load_model(cfg.model.path), processing_class=tokenizer,
+    trainer = GRPOTrainer(model=load_policy(cfg.model, "float32", "cpu"), processing_class=tokenizer,
                           reward_funcs=[with_prefill(spec) for spec in cfg.reward.functions],
                           args=args, train_dataset=dataset, callbacks=[StepClock()])
     trainer.train()

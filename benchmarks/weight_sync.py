@@ -6,35 +6,26 @@ publish:  RayWorkers.sync_weights, as in training: the learner ranks gather and 
 raw copy: the same number of bytes copied once per rollout worker, in one process (torch copy_
           between flat buffers): the least any publish has to move.
 
-    python benchmarks/weight_sync.py [--model models/smollm2-135m-instruct] [--repeats 5]
+    python benchmarks/weight_sync.py [--model models/smollm2-135m-instruct] [--repeats 10] [--warmup 3]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import ray
 import torch
+from _common import median_seconds
 
 from actors.controller import RayWorkers, connect, resolve_paths
 from rl_system.config import load_config
 from rl_system.models import dtype_from_name
 
 
-def timed(fn, repeats: int) -> float:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="models/smollm2-135m-instruct")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [f"model.path={args.model}",
                                                               "cluster.include_dashboard=false"]))
@@ -43,17 +34,19 @@ def main() -> None:
     try:
         params = ray.get(workers.rollouts.actors[0].__ray_call__.remote(
             lambda worker: sum(p.numel() for p in worker.model.parameters())))
-        publish = timed(lambda: workers.sync_weights(0), args.repeats)  # untrained: the learners hold version 0
+        # untrained: the learners hold version 0
+        publish = median_seconds(lambda: workers.sync_weights(0), args.repeats, args.warmup)
     finally:
         workers.shutdown()
         ray.shutdown()
     nbytes = params * torch.finfo(dtype_from_name(cfg.rollout.dtype)).bits // 8
     source = torch.ones(nbytes, dtype=torch.uint8)
     targets = [torch.zeros_like(source) for _ in range(cfg.rollout.num_workers)]
-    raw = timed(lambda: [target.copy_(source) for target in targets], args.repeats)
+    raw = median_seconds(lambda: [target.copy_(source) for target in targets], args.repeats, args.warmup)
     print(f"{params / 1e6:.1f} M parameters = {nbytes / 2**20:.0f} MiB as {cfg.rollout.dtype}; "
           f"{cfg.learner.num_ranks} learner ranks (ZeRO-{cfg.learner.zero_stage}) -> {cfg.rollout.num_workers} rollout workers")
-    print(f"weight publish {publish * 1000:.0f} ms, raw copy {raw * 1000:.0f} ms (medians of {args.repeats}): "
+    print(f"weight publish {publish * 1000:.0f} ms, raw copy {raw * 1000:.0f} ms (medians of {args.repeats} "
+          f"after {args.warmup} warm-up rounds): "
           f"ratio {publish / raw:.2f}x (target <= 2x)")
 
 

@@ -23,6 +23,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     path: str = "models/smollm2-135m-instruct"  # a local Hugging Face directory
     trust_remote_code: bool = False
+    # transformers' attention kernel for the policy ("" = its default, sdpa). On CPU, "eager" was
+    # measured faster for the demo's ~140-token sequences (benchmarks/results.md); sdpa scales better.
+    attn_implementation: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class LearnerConfig:
     std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO)
     loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
     autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
+    share_prompt: bool = True  # run each distinct prompt once per micro-batch, its completions on its KV cache
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
     placement_strategy: str = "PACK"  # of the ranks' placement group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     num_cpus: float = 1.0
@@ -352,6 +356,8 @@ def _validate(c: TrainConfig) -> None:
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
     _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
     _check(c.mode in ("sync", "async"), "mode", "'sync' or 'async'", c.mode)
+    _check(c.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
+           f"one of {ATTN_IMPLEMENTATIONS}", c.model.attn_implementation)
     _check(c.rollout.backend in ("hf", "vllm"), "rollout.backend", "'hf' or 'vllm'", c.rollout.backend)
     _check(c.rollout.backend != "vllm" or c.rollout.num_gpus > 0, "rollout.num_gpus",
            "a number > 0 with rollout.backend=vllm (vLLM generates on a GPU)", c.rollout.num_gpus)
@@ -430,6 +436,7 @@ PRM_AGGREGATES = ("min", "last", "product")
 PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rl_system.config import TrainConfig
-from rl_system.models import dtype_from_name, load_model, load_tokenizer, pick_device
+from rl_system.models import dtype_from_name, load_policy, load_tokenizer, pick_device
 from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_loss, shard_bounds
 from rl_system.types import PromptGroup
 from rl_system.weights import pack_weights
@@ -108,7 +108,7 @@ class Learner:
         deepspeed = init_deepspeed(self.device)
         torch.manual_seed(self.cfg.seed)
         cfg = self.cfg
-        model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code)
+        model = load_policy(cfg.model, "float32", self.device)
         model.config.use_cache = False
         lc = cfg.learner
         per_rank = cfg.prompts_per_step * cfg.rollout.group_size // self.world_size
@@ -119,7 +119,7 @@ class Learner:
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
         self.ref_model = None
         if cfg.learner.beta > 0:
-            self.ref_model = load_model(cfg.model.path, "float32", self.device, cfg.model.trust_remote_code).eval()
+            self.ref_model = load_policy(cfg.model, "float32", self.device).eval()
             self.ref_model.requires_grad_(False)
         self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
         ad = cfg.learner.autocast_dtype

@@ -13,7 +13,7 @@ from rl_system.buffer import GroupLedger
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.learner import TRAINING_STATE_DIR, Learner, load_rollout_rng, save_rollout_rng
-from rl_system.models import load_model, load_tokenizer, pick_device
+from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rewards.scoring import GroupScorer
 from rl_system.rollout import sample_batch
 from rl_system.weights import load_packed_weights
@@ -31,7 +31,7 @@ class LocalWorkers:
         self.learner.setup("127.0.0.1", port)
         self.device = pick_device(cfg.rollout.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.model = load_model(cfg.model.path, cfg.rollout.dtype, self.device, cfg.model.trust_remote_code).eval()
+        self.model = load_policy(cfg.model, cfg.rollout.dtype, self.device).eval()
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
         self.policy_version = 0
         self.scorer = GroupScorer(cfg.reward)

@@ -47,6 +47,20 @@ class _StopRecorder(StoppingCriteria):
         return torch.tensor([length is not None for length in self.lengths], device=input_ids.device)
 
 
+def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
+    """generate() inputs for n samples of every prompt, with the prompts' KV cache computed once
+    and repeated n times (generate's own num_return_sequences would run each prompt n times):
+    generate then runs only the last prompt token before sampling."""
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if n == 1 or ids.shape[1] < 2:
+        return {**enc, "num_return_sequences": n}
+    cache = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                  position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(n)
+    return {"input_ids": ids.repeat_interleave(n, dim=0), "attention_mask": mask.repeat_interleave(n, dim=0),
+            "past_key_values": cache}
+
+
 @torch.no_grad()
 def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
                     system_prompt: str = "", prefill: str = "<think>",
@@ -65,7 +79,8 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     recorder = _StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
     sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
     out = model.generate(
-        **enc, do_sample=not params.greedy, num_return_sequences=params.n, max_new_tokens=params.max_new_tokens,
+        **shared_prompt_inputs(model, enc, params.n), do_sample=not params.greedy,
+        max_new_tokens=params.max_new_tokens,
         stopping_criteria=StoppingCriteriaList([recorder]), output_logits=True, return_dict_in_generate=True,
         pad_token_id=tokenizer.pad_token_id, **sampling,
     )

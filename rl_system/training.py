@@ -34,26 +34,31 @@ def flatten_groups(groups: list[PromptGroup], std_norm: bool) -> list[Sample]:
 
 
 def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Prompts left-padded and completions right-padded, so every completion starts at one column
-    and the LM head only runs over the completion part (`logits_to_keep`)."""
-    p_len = max(len(s.prompt_ids) for s in samples)
+    """Each distinct prompt once, left-padded, and every completion right-padded with the index of
+    its prompt: a group's completions share one prompt row, and every completion starts at one column."""
+    prompts: dict[tuple[int, ...], int] = {}
+    prompt_index = [prompts.setdefault(tuple(s.prompt_ids), len(prompts)) for s in samples]
+    p_len = max(len(p) for p in prompts)
     c_len = max(1, max(len(s.completion_ids) for s in samples))
-    b = len(samples)
-    input_ids = torch.full((b, p_len + c_len), pad_id, dtype=torch.long)
-    attention = torch.zeros((b, p_len + c_len), dtype=torch.long)
-    behaviour = torch.zeros((b, c_len))
+    prompt_ids = torch.full((len(prompts), p_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), p_len), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        prompt_ids[i, p_len - len(p):] = torch.tensor(p)
+        prompt_mask[i, p_len - len(p):] = 1
+    targets = torch.full((len(samples), c_len), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(samples), c_len))
+    behaviour = torch.zeros((len(samples), c_len))
     for i, s in enumerate(samples):
-        p, c = len(s.prompt_ids), len(s.completion_ids)
-        input_ids[i, p_len - p:p_len] = torch.tensor(s.prompt_ids)
-        input_ids[i, p_len:p_len + c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        attention[i, p_len - p:p_len + c] = 1
+        c = len(s.completion_ids)
+        targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        mask[i, :c] = 1
         behaviour[i, :c] = torch.tensor(s.behaviour_logprobs)
     batch = {
-        "input_ids": input_ids,
-        "attention_mask": attention,
-        "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
-        "targets": input_ids[:, p_len:],
-        "mask": attention[:, p_len:].float(),
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "prompt_index": torch.tensor(prompt_index),
+        "targets": targets,
+        "mask": mask,
         "behaviour_logprobs": behaviour,
         "advantages": torch.tensor([s.advantage for s in samples]),
         "policy_version": torch.tensor([s.policy_version for s in samples]),
@@ -61,11 +66,28 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def completion_logprobs(model, batch: dict, temperature: float) -> torch.Tensor:
-    c_len = batch["targets"].shape[1]
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"], logits_to_keep=c_len + 1, use_cache=False).logits
-    return token_logprobs(logits[:, :-1], batch["targets"], temperature)
+def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bool = True) -> torch.Tensor:
+    """log p of every completion token. `share_prompt` runs each distinct prompt once and continues
+    all its completions from that prompt's KV cache, so a group of G completions costs one prompt
+    forward instead of G (gradients flow back through the shared cache); otherwise each row runs
+    prompt + completion in one forward."""
+    index, prompt_mask, targets = batch["prompt_index"], batch["prompt_mask"], batch["targets"]
+    p_len, c_len = prompt_mask.shape[1], targets.shape[1]
+    attention = torch.cat([prompt_mask[index], batch["mask"].long()], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    if share_prompt:
+        prompt = model(input_ids=batch["prompt_ids"], attention_mask=prompt_mask,
+                       position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1, use_cache=True)
+        cache = prompt.past_key_values
+        cache.batch_select_indices(index)
+        logits = model(input_ids=targets, attention_mask=attention, position_ids=positions[:, p_len:],
+                       past_key_values=cache, use_cache=True).logits
+        logits = torch.cat([prompt.logits[index], logits[:, :-1]], dim=1)  # the last prompt token predicts the first
+    else:
+        input_ids = torch.cat([batch["prompt_ids"][index], targets], dim=1)
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                       logits_to_keep=c_len + 1, use_cache=False).logits[:, :-1]
+    return token_logprobs(logits, targets, temperature)
 
 
 def grpo_loss(model, ref_model, batch: dict, cfg: LearnerConfig, normalizer: float, learner_version: int,
@@ -76,13 +98,13 @@ def grpo_loss(model, ref_model, batch: dict, cfg: LearnerConfig, normalizer: flo
     current log-probs, which is exact; older samples use the recorded behaviour log-probs, so
     the clipped importance weight corrects for the lag.
     """
-    device_type = batch["input_ids"].device.type
+    device_type = batch["targets"].device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logprobs = completion_logprobs(model, batch, temperature)
+        logprobs = completion_logprobs(model, batch, temperature, cfg.share_prompt)
         ref_logprobs = None
         if cfg.beta > 0:
             with torch.no_grad():
-                ref_logprobs = completion_logprobs(ref_model, batch, temperature)
+                ref_logprobs = completion_logprobs(ref_model, batch, temperature, cfg.share_prompt)
     on_policy = (batch["policy_version"] == learner_version).unsqueeze(-1)
     old = torch.where(on_policy, logprobs.detach(), batch["behaviour_logprobs"])
     per_token, clipped = clipped_policy_loss(logprobs, old, batch["advantages"], cfg.epsilon_low, cfg.epsilon_high)

@@ -57,10 +57,19 @@ def unpacked_tensors(packed: dict):
     return [(name, flat[offset:offset + numel].view(shape)) for name, shape, offset, numel in packed["manifest"]]
 
 
-def load_packed_weights(model: torch.nn.Module, packed: dict, expected_version: int) -> int:
+def load_packed_weights(model: torch.nn.Module, packed: dict, expected_version: int,
+                        share_buffer: bool = False) -> int:
+    """Checks `packed`, then copies it into the model's parameters. With `share_buffer`, a CPU
+    parameter of the packed dtype becomes a view of the packed buffer instead: loading is a pointer
+    swap, and every worker reading one object-store buffer shares one copy of the weights. Only for
+    an inference model and a buffer nobody writes while it is in use (an object-store object)."""
     params = dict(model.named_parameters())
     check_packed_weights(packed, expected_version, {name: p.shape for name, p in params.items()})
     with torch.no_grad():
         for name, tensor in unpacked_tensors(packed):
-            params[name].copy_(tensor)
+            param = params[name]
+            if share_buffer and param.device.type == "cpu" and param.dtype == tensor.dtype:
+                param.data = tensor
+            else:
+                param.copy_(tensor)
     return packed["version"]

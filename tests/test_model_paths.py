@@ -5,8 +5,8 @@ import torch
 from rl_system.config import LearnerConfig
 from rl_system.data import Problem
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rollout import SamplingParams, generate_groups
-from rl_system.training import collate, completion_logprobs, flatten_groups, grpo_loss
+from rl_system.rollout import SamplingParams, generate_groups, shared_prompt_inputs
+from rl_system.training import Sample, collate, completion_logprobs, flatten_groups, grpo_loss
 from rl_system.weights import WeightSyncError, load_packed_weights, pack_weights
 
 PROBLEMS = [Problem(0, "What is 1 + 2?", "3"), Problem(1, "What is 4 - 9?", "-5")]
@@ -48,6 +48,39 @@ def test_behaviour_logprobs_match_the_training_forward(model_and_tokenizer, grou
     assert torch.allclose(lp[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
 
 
+def test_shared_prompt_forward_matches_the_full_forward(tiny_model_dir):
+    """One prompt forward shared by its completions gives the same log-probs and gradients as
+    running every row in full, with two prompts of different lengths in one micro-batch."""
+    tok = load_tokenizer(tiny_model_dir)
+    prompts = [tok.encode("What is 1 + 2?"), tok.encode("A longer question: what is 4 - 9 then?")]
+    samples = [Sample(prompts[i % 2], list(range(100 + i, 100 + i + 3 + i)), [-1.0] * (3 + i), 0.5 - i % 2, 0)
+               for i in range(6)]
+    batch = collate(samples, tok.pad_token_id, torch.device("cpu"))
+    assert batch["prompt_ids"].shape[0] == 2 and batch["prompt_index"].tolist() == [0, 1, 0, 1, 0, 1]
+    results = []
+    for share in (True, False):
+        model = load_model(tiny_model_dir)
+        lp = completion_logprobs(model, batch, 0.9, share_prompt=share)
+        (lp * batch["mask"]).sum().backward()
+        results.append((lp.detach() * batch["mask"], [p.grad for p in model.parameters()]))
+    (shared, shared_grads), (full, full_grads) = results
+    assert torch.allclose(shared, full, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(shared_grads, full_grads))  # fp32 summation order
+
+
+def test_shared_prompt_cache_samples_what_generate_samples(model_and_tokenizer):
+    """generate() on the prompts' cache computed once samples the same tokens, from the same
+    seed, as generate() running each prompt n times itself."""
+    model, tok = model_and_tokenizer
+    enc = tok(["What is 1 + 2?", "Longer: what is 4 - 9?"], return_tensors="pt", padding=True, padding_side="left")
+    out = []
+    for inputs in (shared_prompt_inputs(model, enc, 3), {**enc, "num_return_sequences": 3}):
+        torch.manual_seed(0)
+        out.append(model.generate(**inputs, do_sample=True, top_k=0, max_new_tokens=8, min_new_tokens=8,
+                                  pad_token_id=tok.pad_token_id))
+    assert torch.equal(out[0], out[1])
+
+
 def test_grpo_loss_gives_gradients_that_favour_rewarded_samples(model_and_tokenizer, groups):
     model, tok = model_and_tokenizer
     model = load_model(model.name_or_path)  # a fresh trainable copy
@@ -70,11 +103,17 @@ def test_grpo_loss_gives_gradients_that_favour_rewarded_samples(model_and_tokeni
     assert seq_gain[0] > seq_gain[1]  # the rewarded completion became more likely than a penalised one
 
 
-def test_weights_roundtrip_and_all_or_nothing(tiny_model_dir):
-    src, dst = load_model(tiny_model_dir), load_model(tiny_model_dir, dtype="bfloat16")
+def shifted_model_and_bf16_target(path, shift: float):
+    """A model whose every parameter moved by `shift` (so a load shows) and a bf16 copy to load into."""
+    src, dst = load_model(path), load_model(path, dtype="bfloat16")
     with torch.no_grad():
         for p in src.parameters():
-            p.add_(0.25)
+            p.add_(shift)
+    return src, dst
+
+
+def test_weights_roundtrip_and_all_or_nothing(tiny_model_dir):
+    src, dst = shifted_model_and_bf16_target(tiny_model_dir, 0.25)
     packed = pack_weights(src.named_parameters(), version=5, dtype="bfloat16")
     assert packed["data"].nbytes == 2 * sum(p.numel() for p in src.parameters())
     with pytest.raises(WeightSyncError, match="version 5, expected 4"):
@@ -103,3 +142,17 @@ def test_publish_buffer_is_reused_and_checked(tiny_model_dir):
     assert all(torch.equal(p.to(torch.bfloat16), q) for p, q in zip(model.parameters(), dst.parameters()))
     with pytest.raises(ValueError, match=rf"expected bfloat16 \({size},\)"):
         pack_weights(model.named_parameters(), version=3, dtype="bfloat16", out=buffer[:-1])
+
+
+def test_shared_buffer_load_makes_parameters_views_of_the_buffer(tiny_model_dir):
+    src, dst = shifted_model_and_bf16_target(tiny_model_dir, 0.5)
+    packed = pack_weights(src.named_parameters(), version=1, dtype="bfloat16")
+    packed["data"].flags.writeable = False  # as the object store hands it out
+    load_packed_weights(dst, packed, expected_version=1, share_buffer=True)
+    start, end = packed["data"].ctypes.data, packed["data"].ctypes.data + packed["data"].nbytes
+    assert all(start <= p.data_ptr() < end for p in dst.parameters())  # no copy: views of the buffer
+    assert dst.lm_head.weight is dst.model.embed_tokens.weight  # the tie survives
+    assert all(torch.equal(p.to(torch.bfloat16), q) for p, q in zip(src.parameters(), dst.parameters()))
+    fp32 = load_model(tiny_model_dir)  # another dtype: copied, not shared
+    load_packed_weights(fp32, packed, expected_version=1, share_buffer=True)
+    assert not any(start <= p.data_ptr() < end for p in fp32.parameters())

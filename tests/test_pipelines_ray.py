@@ -17,8 +17,9 @@ from rl_system.pipeline.star import star  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-BASE = ["rollout.group_size=4", "rollout.max_new_tokens=8", "rollout.num_workers=2", "data.num_eval=4",
-        "eval_max_new_tokens=6", "cluster.include_dashboard=false", "cluster.num_cpus=8", "rollout.temperature=1.5"]
+BASE = ["rollout.group_size=4", "rollout.max_new_tokens=8", "rollout.num_workers=2", "learner.micro_batch_size=2",
+        "data.num_eval=4", "eval_max_new_tokens=6", "cluster.include_dashboard=false", "cluster.num_cpus=8",
+        "rollout.temperature=1.5"]
 
 
 @pytest.fixture(scope="module")

