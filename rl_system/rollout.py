@@ -10,6 +10,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from rl_system.algorithms.grpo import token_logprobs
 from rl_system.config import TrainConfig
 from rl_system.data import Problem, format_prompt
+from rl_system.training import padded_positions
 from rl_system.types import PromptGroup
 
 
@@ -55,7 +56,7 @@ def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
     if n == 1 or ids.shape[1] < 2:
         return {**enc, "num_return_sequences": n}
     cache = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                  position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0), use_cache=True).past_key_values
+                  position_ids=padded_positions(mask[:, :-1]), use_cache=True).past_key_values
     cache.batch_repeat_interleave(n)
     return {"input_ids": ids.repeat_interleave(n, dim=0), "attention_mask": mask.repeat_interleave(n, dim=0),
             "past_key_values": cache}

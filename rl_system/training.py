@@ -66,6 +66,11 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, so left padding does not shift a row's positions."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bool = True) -> torch.Tensor:
     """log p of every completion token. `share_prompt` runs each distinct prompt once and continues
     all its completions from that prompt's KV cache, so a group of G completions costs one prompt
@@ -74,10 +79,10 @@ def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bo
     index, prompt_mask, targets = batch["prompt_index"], batch["prompt_mask"], batch["targets"]
     p_len, c_len = prompt_mask.shape[1], targets.shape[1]
     attention = torch.cat([prompt_mask[index], batch["mask"].long()], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    positions = padded_positions(attention)
     if share_prompt:
         prompt = model(input_ids=batch["prompt_ids"], attention_mask=prompt_mask,
-                       position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), logits_to_keep=1, use_cache=True)
+                       position_ids=padded_positions(prompt_mask), logits_to_keep=1, use_cache=True)
         cache = prompt.past_key_values
         cache.batch_select_indices(index)
         logits = model(input_ids=targets, attention_mask=attention, position_ids=positions[:, p_len:],
