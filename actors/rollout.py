@@ -10,7 +10,7 @@ from rl_system.data import Problem
 from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rollout import sample_batch, sampling_params
 from rl_system.rollout_vllm import VLLMSampler
-from rl_system.weights import load_packed_weights
+from rl_system.weights import SharedWeightsReader, load_packed_weights
 
 
 WEIGHT_STORE = "weight-store"
@@ -46,6 +46,8 @@ class RolloutWorker:
         self.vllm = VLLMSampler(cfg, self.tokenizer, seed) if rc.backend == "vllm" else None
         self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
         self.policy_version = 0
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.shared_weights = SharedWeightsReader()
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
         if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
             self.load_weights(version, packed_ref)
@@ -65,10 +67,14 @@ class RolloutWorker:
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
-        packed = ray.get(packed_ref[0])  # on this node: a read-only view of the object store's copy, no copy
+        packed = ray.get(packed_ref[0])
+        if packed["shared_path"] and packed["node"] == self.node_id:  # the learner's shared slot, mapped in place
+            packed = self.shared_weights.read(packed)
+        else:  # a read-only view of this node's object-store copy
+            packed = {**packed, "data": ray.get(ray.get(packed["publisher"].published_bytes.remote(packed["version"]))[0])}
         if self.vllm:
             self.policy_version = self.vllm.load_weights(packed, version)
-        else:  # CPU parameters become views of that copy: workers on a node share one copy of the weights
+        else:  # CPU parameters become views of those bytes: workers on a node share one copy of the weights
             self.policy_version = load_packed_weights(self.model, packed, expected_version=version, share_buffer=True)
         return self.policy_version
 

@@ -1,8 +1,9 @@
 """Weight publish against a raw copy of the same bytes, measured side by side in one run.
 
-publish:  RayWorkers.sync_weights, as in training: the learner ranks gather and cast the weights
-          to the rollout dtype into one flat buffer, put it once in the object store, and every
-          rollout worker reads it, checks the manifest and copies it into its model.
+publish:  RayWorkers.sync_weights, as in training: learner rank 0 casts the weights to the rollout
+          dtype into one of its two shared-memory slots and puts their description in the object
+          store; every rollout worker maps the slot, checks the manifest and version, and points its
+          parameters at it (a worker on another node gets the bytes through the object store).
 raw copy: the same number of bytes copied once per rollout worker, in one process (torch copy_
           between flat buffers): the least any publish has to move.
 

@@ -12,7 +12,7 @@ from rl_system.config import TrainConfig
 from rl_system.models import dtype_from_name, load_policy, load_tokenizer, pick_device
 from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_loss, shard_bounds
 from rl_system.types import PromptGroup
-from rl_system.weights import pack_weights
+from rl_system.weights import PublishSlots
 
 
 def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
@@ -99,7 +99,7 @@ class Learner:
         self.device = pick_device(cfg.learner.num_gpus)
         torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
         self.version = 0
-        self._publish_buffer: torch.Tensor | None = None  # reused by every publish on rank 0
+        self._publish_slots: PublishSlots | None = None  # rank 0 packs every publish into these
 
     def setup(self, master_addr: str, master_port: int, local_rank: int = 0) -> None:
         """Joins the ranks' process group (all ranks call it together) and builds the engine."""
@@ -157,12 +157,10 @@ class Learner:
         with self._full_parameters():
             if self.rank != 0:
                 return None
-            if self._publish_buffer is None:  # pinned on a GPU host: the device-to-host copy runs at full speed
-                self._publish_buffer = torch.empty(sum(p.numel() for p in self.engine.module.parameters()),
-                                                   dtype=dtype_from_name(self.cfg.rollout.dtype),
-                                                   pin_memory=self.device.type == "cuda")
-            return pack_weights(self.engine.module.named_parameters(), self.version, self.cfg.rollout.dtype,
-                                out=self._publish_buffer)
+            if self._publish_slots is None:
+                self._publish_slots = PublishSlots(sum(p.numel() for p in self.engine.module.parameters()),
+                                                   self.cfg.rollout.dtype)
+            return self._publish_slots.pack(self.engine.module.named_parameters(), self.version)
 
     def save(self, path: str) -> None:
         with self._full_parameters():

@@ -2,10 +2,12 @@
 
 The buffer is a uint8 numpy array so the object store hands it to every reader without a
 copy; the manifest lets a reader check names, shapes and the version before touching a
-single parameter.
+single parameter. On Linux the publisher packs straight into shared memory that readers on
+its node map (PublishSlots, SharedWeightsReader): a publish then writes the weights once.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -73,3 +75,73 @@ def load_packed_weights(model: torch.nn.Module, packed: dict, expected_version: 
             else:
                 param.copy_(tensor)
     return packed["version"]
+
+
+SLOT_HEADER_BYTES = 64  # a slot's first 8 bytes: the version packed in it, written after the data
+
+
+def slot_nbytes(numel: int, dtype: str) -> int:
+    return SLOT_HEADER_BYTES + numel * torch.finfo(dtype_from_name(dtype)).bits // 8
+
+
+def slot_data(slot: torch.Tensor, version: int) -> np.ndarray:
+    held = int(slot[:8].view(torch.int64)[0])
+    if held != version:
+        raise WeightSyncError(f"shared weight slot holds version {held}, expected {version}")
+    return slot[SLOT_HEADER_BYTES:].numpy()
+
+
+class PublishSlots:
+    """Two buffers the publisher packs into in turn (slot = version % 2), so readers keep using
+    version v in place while v + 1 is written. The caller publishes v + 2 only once every reader
+    has loaded v + 1 (RayWorkers.sync_weights checks the previous loads first).
+
+    On Linux each slot is a memfd that readers on this node map by its /proc path: they read the
+    publisher's bytes in place, and the memory is freed with the publisher's process, even if it
+    is killed. Elsewhere a slot is plain memory and readers need the bytes sent (`shared_path` None)."""
+
+    def __init__(self, numel: int, dtype: str):
+        self.dtype = dtype
+        nbytes = slot_nbytes(numel, dtype)
+        self.paths: list[str | None] = []
+        self.slots: list[torch.Tensor] = []
+        for index in range(2):
+            if hasattr(os, "memfd_create"):
+                fd = os.memfd_create(f"rl_system-weights-{index}")  # open for the process's lifetime
+                os.ftruncate(fd, nbytes)
+                path = f"/proc/{os.getpid()}/fd/{fd}"
+                self.slots.append(torch.from_file(path, shared=True, size=nbytes, dtype=torch.uint8))
+            else:
+                path = None
+                self.slots.append(torch.empty(nbytes, dtype=torch.uint8))
+            self.slots[-1][:8].view(torch.int64)[0] = -1  # holds no version yet
+            self.paths.append(path)
+
+    def data(self, version: int) -> np.ndarray:
+        """The packed bytes of `version`, while its slot still holds it."""
+        return slot_data(self.slots[version % 2], version)
+
+    def pack(self, named_params, version: int) -> dict:
+        """pack_weights into the slot of `version`; the result also names the slot's shared path."""
+        slot = self.slots[version % 2]
+        slot[:8].view(torch.int64)[0] = -1  # a reader never takes a half-written slot for a whole one
+        packed = pack_weights(named_params, version, self.dtype,
+                              out=slot[SLOT_HEADER_BYTES:].view(dtype_from_name(self.dtype)))
+        slot[:8].view(torch.int64)[0] = version
+        return {**packed, "shared_path": self.paths[version % 2]}
+
+
+class SharedWeightsReader:
+    """A reader's side of PublishSlots on the publisher's node: maps each slot once (its pages stay
+    mapped between loads) and checks that the slot still holds the version the publish names."""
+
+    def __init__(self):
+        self._mapped: dict[str, torch.Tensor] = {}
+
+    def read(self, packed: dict) -> dict:
+        """`packed` (from PublishSlots.pack, its data left behind) with the slot's bytes as its data."""
+        path = packed["shared_path"]
+        if path not in self._mapped:
+            nbytes = slot_nbytes(sum(numel for *_, numel in packed["manifest"]), packed["dtype"])
+            self._mapped[path] = torch.from_file(path, shared=True, size=nbytes, dtype=torch.uint8)
+        return {**packed, "data": slot_data(self._mapped[path], packed["version"])}

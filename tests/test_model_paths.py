@@ -1,4 +1,7 @@
 """Generation, training forward and weight publishing on the tiny model, without Ray."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,7 +10,8 @@ from rl_system.data import Problem
 from rl_system.models import load_model, load_tokenizer
 from rl_system.rollout import SamplingParams, generate_groups, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs, flatten_groups, grpo_loss
-from rl_system.weights import WeightSyncError, load_packed_weights, pack_weights
+from rl_system.weights import (SLOT_HEADER_BYTES, PublishSlots, SharedWeightsReader, WeightSyncError,
+                               load_packed_weights, pack_weights)
 
 PROBLEMS = [Problem(0, "What is 1 + 2?", "3"), Problem(1, "What is 4 - 9?", "-5")]
 
@@ -128,20 +132,30 @@ def test_weights_roundtrip_and_all_or_nothing(tiny_model_dir):
         assert torch.allclose(p.to(torch.bfloat16).float(), q.float(), atol=0), name
 
 
-def test_publish_buffer_is_reused_and_checked(tiny_model_dir):
+def test_publish_slots_alternate_and_readers_map_them_in_place(tiny_model_dir):
     model = load_model(tiny_model_dir)
     size = sum(p.numel() for p in model.parameters())
-    buffer = torch.empty(size, dtype=torch.bfloat16)
-    first = pack_weights(model.named_parameters(), version=1, dtype="bfloat16", out=buffer)
-    assert first["data"].ctypes.data == buffer.data_ptr()  # packed in place, no new allocation
+    slots, reader = PublishSlots(size, "bfloat16"), SharedWeightsReader()
+    first = slots.pack(model.named_parameters(), version=1)
+    assert first["shared_path"] and first["data"].ctypes.data == slots.slots[1].data_ptr() + SLOT_HEADER_BYTES
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    second = pack_weights(model.named_parameters(), version=2, dtype="bfloat16", out=buffer)
+    second = slots.pack(model.named_parameters(), version=2)  # the other slot: version 1 stays readable
+    seen = reader.read({**first, "data": None})
+    assert seen["data"].ctypes.data != first["data"].ctypes.data  # the reader's own mapping of the same memory
     dst = load_model(tiny_model_dir, dtype="bfloat16")
-    load_packed_weights(dst, second, expected_version=2)
+    load_packed_weights(dst, reader.read({**second, "data": None}), expected_version=2, share_buffer=True)
     assert all(torch.equal(p.to(torch.bfloat16), q) for p, q in zip(model.parameters(), dst.parameters()))
+    # Another process maps the slot by its path and reads the same bytes.
+    script = (f"import torch; t = torch.from_file({second['shared_path']!r}, shared=True, "
+              f"size={SLOT_HEADER_BYTES + 2 * size}, dtype=torch.uint8); print(int(t.double().sum()))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert int(out) == int(slots.slots[0].double().sum())
+    slots.pack(model.named_parameters(), version=3)  # reuses version 1's slot
+    with pytest.raises(WeightSyncError, match="holds version 3, expected 1"):
+        reader.read({**first, "data": None})
     with pytest.raises(ValueError, match=rf"expected bfloat16 \({size},\)"):
-        pack_weights(model.named_parameters(), version=3, dtype="bfloat16", out=buffer[:-1])
+        pack_weights(model.named_parameters(), version=4, dtype="bfloat16", out=torch.empty(size - 1, dtype=torch.bfloat16))
 
 
 def test_shared_buffer_load_makes_parameters_views_of_the_buffer(tiny_model_dir):
