@@ -22,16 +22,16 @@ KILLS = 20
 VICTIMS = ("ray::RolloutWorker", "ray::RuleRewardWorker")  # Ray's process titles for these actors
 
 
-def busy_worker_processes() -> list[tuple[psutil.Process, str]]:
-    """This test's own rollout and reward workers (the local Ray runs below this process) that are
-    in the middle of a call: Ray titles them `ray::Class.method` then."""
+def busy_worker_processes(kind: str) -> list[tuple[psutil.Process, str]]:
+    """This test's own workers of `kind` (the local Ray runs below this process) that are in the
+    middle of a call: Ray titles them `ray::Class.method` then."""
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
             title = proc.cmdline()[0] if proc.cmdline() else ""
         except psutil.Error:
             continue
-        if title.startswith(VICTIMS) and "." in title:
+        if title.startswith(kind + "."):
             found.append((proc, title))
     return found
 
@@ -53,9 +53,13 @@ def test_twenty_worker_kills_lose_and_duplicate_no_group(tiny_model_dir, tmp_pat
         pick = random.Random(0)
         while len(killed) < KILLS and training.is_set():
             time.sleep(pick.uniform(0.1, 0.6))
-            victims = busy_worker_processes()
+            kind = VICTIMS[len(killed) % 2]  # rollout and reward workers in turn
+            victims = busy_worker_processes(kind)
+            while not victims and training.is_set():  # calls are short: a slow poll missed most of them
+                time.sleep(0.01)
+                victims = busy_worker_processes(kind)
             if not victims:
-                continue  # all idle or restarting
+                break
             victim, title = pick.choice(victims)
             try:
                 victim.kill()
