@@ -2,7 +2,11 @@
 second over the whole run and held-out greedy accuracy after it.
 Target: async at least 1.5x the samples/s of sync, with no accuracy loss.
 
-    python benchmarks/async_vs_sync.py [--steps 25] [--staleness 1]
+Async only gains where generation and training have hardware of their own (their own GPUs, as in
+a non-colocated deployment): `--disjoint-cores` gives both modes one rollout worker and one
+learner rank of one torch thread each, so each side has a core to itself.
+
+    python benchmarks/async_vs_sync.py [--steps 25] [--staleness 1] [--disjoint-cores]
 """
 from __future__ import annotations
 
@@ -25,9 +29,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--staleness", type=int, default=1)
+    parser.add_argument("--disjoint-cores", action="store_true")
     parser.add_argument("--output", default="runs/bench/async_vs_sync")
     args = parser.parse_args()
     common = [f"num_steps={args.steps}", "eval_before=false", "checkpoint_every=0"]
+    if args.disjoint_cores:
+        common += ["rollout.num_workers=1", "rollout.num_threads=1", "learner.num_ranks=1", "learner.num_threads=1"]
     out = Path(args.output).resolve()
     sync = run([*common, "mode=sync"], out / "sync")
     asyn = run([*common, "mode=async", f"max_staleness={args.staleness}"], out / "async")
