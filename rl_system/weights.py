@@ -64,7 +64,8 @@ def load_packed_weights(model: torch.nn.Module, packed: dict, expected_version: 
     """Checks `packed`, then copies it into the model's parameters. With `share_buffer`, a CPU
     parameter of the packed dtype becomes a view of the packed buffer instead: loading is a pointer
     swap, and every worker reading one object-store buffer shares one copy of the weights. Only for
-    an inference model and a buffer nobody writes while it is in use (an object-store object)."""
+    an inference model and a buffer nobody writes while it is in use (an object-store object, or a
+    PublishSlots slot, rewritten only once every reader has moved to the next version)."""
     params = dict(model.named_parameters())
     check_packed_weights(packed, expected_version, {name: p.shape for name, p in params.items()})
     with torch.no_grad():
