@@ -39,6 +39,7 @@ bench: $(MODEL)/config.json  ## ratios measured side by side; results and machin
 	$(PY) benchmarks/weight_sync.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/async_vs_sync.py
+	$(PY) benchmarks/async_vs_sync.py --disjoint-cores --output runs/bench/async_vs_sync_disjoint
 	$(PY) benchmarks/rollout_scaling.py
 	$(PY) benchmarks/trl_grpo.py
 
