@@ -15,9 +15,9 @@ import argparse
 import torch
 from _common import demo_config, median_seconds
 
-from rl_system.data import format_prompt, load_splits
+from rl_system.data import load_splits
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rollout import shared_prompt_inputs
+from rl_system.rollout import encode_prompts, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs
 
 
@@ -32,8 +32,7 @@ def main() -> None:
     n, path = cfg.rollout.group_size, cfg.model.path
     tokenizer = load_tokenizer(path)
     problems = load_splits(cfg.data)[0][:cfg.prompts_per_step // cfg.rollout.num_workers]  # one worker's share
-    texts = [format_prompt(tokenizer, p.question, cfg.data.system_prompt, cfg.data.prefill) for p in problems]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    enc = encode_prompts(tokenizer, problems, cfg.data.system_prompt, [cfg.data.prefill] * len(problems))
     length = args.new_tokens
     rows = {}
     for attention in ("sdpa", "eager"):

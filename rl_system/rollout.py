@@ -48,6 +48,14 @@ class _StopRecorder(StoppingCriteria):
         return torch.tensor([length is not None for length in self.lengths], device=input_ids.device)
 
 
+def encode_prompts(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str],
+                   device: torch.device | str = "cpu") -> dict:
+    """The problems' chat prompts, each continued by its prefill, left-padded into one batch."""
+    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
 def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
     """generate() inputs for n samples of every prompt, with the prompts' KV cache computed once
     and repeated n times (generate's own num_return_sequences would run each prompt n times):
@@ -73,9 +81,7 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     """
     start = time.perf_counter()
     prefills = prefills or [prefill] * len(problems)
-    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
+    enc = encode_prompts(tokenizer, problems, system_prompt, prefills, model.device)
     prompt_len = enc["input_ids"].shape[1]
     recorder = _StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
     sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}

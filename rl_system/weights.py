@@ -85,8 +85,13 @@ def slot_nbytes(numel: int, dtype: str) -> int:
     return SLOT_HEADER_BYTES + numel * torch.finfo(dtype_from_name(dtype)).bits // 8
 
 
+def slot_version(slot: torch.Tensor) -> torch.Tensor:
+    """The slot's header as a one-element int64 view: read it, or assign the version packed in it."""
+    return slot[:8].view(torch.int64)
+
+
 def slot_data(slot: torch.Tensor, version: int) -> np.ndarray:
-    held = int(slot[:8].view(torch.int64)[0])
+    held = int(slot_version(slot)[0])
     if held != version:
         raise WeightSyncError(f"shared weight slot holds version {held}, expected {version}")
     return slot[SLOT_HEADER_BYTES:].numpy()
@@ -115,7 +120,7 @@ class PublishSlots:
             else:
                 path = None
                 self.slots.append(torch.empty(nbytes, dtype=torch.uint8))
-            self.slots[-1][:8].view(torch.int64)[0] = -1  # holds no version yet
+            slot_version(self.slots[-1])[0] = -1  # holds no version yet
             self.paths.append(path)
 
     def data(self, version: int) -> np.ndarray:
@@ -125,10 +130,10 @@ class PublishSlots:
     def pack(self, named_params, version: int) -> dict:
         """pack_weights into the slot of `version`; the result also names the slot's shared path."""
         slot = self.slots[version % 2]
-        slot[:8].view(torch.int64)[0] = -1  # a reader never takes a half-written slot for a whole one
+        slot_version(slot)[0] = -1  # a reader never takes a half-written slot for a whole one
         packed = pack_weights(named_params, version, self.dtype,
                               out=slot[SLOT_HEADER_BYTES:].view(dtype_from_name(self.dtype)))
-        slot[:8].view(torch.int64)[0] = version
+        slot_version(slot)[0] = version
         return {**packed, "shared_path": self.paths[version % 2]}
 
 
