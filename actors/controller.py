@@ -81,18 +81,20 @@ class RayWorkers:
                  rollout_args: tuple = ()):
         self.cfg = cfg
         rc, lc, wc = cfg.rollout, cfg.learner, cfg.reward
+        timeout = cfg.cluster.schedule_timeout_s
         self.learners = None
         if with_learner:
             self.learners = ActorGroup(LearnerRank, "learner", lc.num_ranks, cfg, lc.num_ranks,
-                                       **role_resources(lc), strategy=lc.placement_strategy)
+                                       **role_resources(lc), strategy=lc.placement_strategy, ready_timeout_s=timeout)
         self.metrics = RunMetrics()
         self.scaler = RolloutScaler.from_config(rc)
         self.weight_store = WeightStore.options(name=WEIGHT_STORE).remote()
         restarts = cfg.cluster.max_restarts
         self.rollouts = ElasticActorGroup(rollout_cls, "rollout", rc.num_workers, cfg, *rollout_args, **role_resources(rc),
-                                          request_nodes=self.scaler.elastic, max_restarts=restarts)
+                                          request_nodes=self.scaler.elastic, max_restarts=restarts,
+                                          ready_timeout_s=timeout)
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
-                                  strategy="SPREAD", max_restarts=restarts)
+                                  strategy="SPREAD", max_restarts=restarts, ready_timeout_s=timeout)
         self.reward_models = [ModelRewardPool(m) for m in wc.models]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
         if self.learners:

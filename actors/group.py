@@ -9,6 +9,8 @@ from ray.autoscaler.sdk import request_resources
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rl_system.resources import SchedulingError, bundle as resource_bundle
+
 
 class ActorGroup:
     """`n` actors of `actor_cls`, named `{role}-{i}`, each in its own placement-group bundle.
@@ -26,8 +28,10 @@ class ActorGroup:
         try:
             ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
         except ray.exceptions.GetTimeoutError:
-            raise TimeoutError(f"{role}: the cluster could not place {n} x {bundle} within {ready_timeout_s:.0f} s "
-                               f"(strategy {strategy}); lower {role}.num_workers / num_cpus or add nodes") from None
+            remove_placement_group(self.placement_group)
+            raise SchedulingError(f"{role}: the cluster could not place {n} x {bundle} within {ready_timeout_s:.0f} s "
+                                  f"(cluster.schedule_timeout_s, strategy {strategy}); lower {role}.num_workers / "
+                                  f"num_cpus or add nodes") from None
         self.actors = [
             actor_cls.options(
                 name=f"{role}-{i}", max_restarts=max_restarts, **actor_options(num_cpus, num_gpus, memory, resources),
@@ -78,8 +82,9 @@ class ElasticActorGroup:
             ray.get([ready for _, ready in self.pending.values()], timeout=ready_timeout_s)
         except ray.exceptions.GetTimeoutError:
             self.kill()
-            raise TimeoutError(f"{role}: the cluster could not place {n} x {self.bundle} within "
-                               f"{ready_timeout_s:.0f} s; lower {role}.num_workers / resources or add nodes") from None
+            raise SchedulingError(f"{role}: the cluster could not place {n} x {self.bundle} within "
+                                  f"{ready_timeout_s:.0f} s (cluster.schedule_timeout_s); lower {role}.num_workers / "
+                                  f"resources or add nodes") from None
         self.admit_ready()
 
     @property
@@ -140,16 +145,6 @@ class ElasticActorGroup:
         if self.request_nodes:
             request_resources(bundles=[])  # drop the floor: idle nodes may go
         wait_until_gone(names)
-
-
-def resource_bundle(num_cpus: float, num_gpus: float, memory: float, resources: dict | None) -> dict:
-    """What one actor reserves, as a placement-group bundle or an autoscaler request."""
-    bundle = {"CPU": num_cpus, **(resources or {})}
-    if num_gpus:
-        bundle["GPU"] = num_gpus
-    if memory:
-        bundle["memory"] = int(memory)
-    return bundle
 
 
 def actor_options(num_cpus: float, num_gpus: float, memory: float, resources: dict | None) -> dict:

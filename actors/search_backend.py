@@ -10,8 +10,10 @@ from pathlib import Path
 
 from actors.controller import RayWorkers, connect
 from actors.reward import ModelRewardPool
+from actors.scheduling import wait_until_schedulable
 from rl_system.config import RewardModelConfig, TrainConfig
 from rl_system.data import Problem
+from rl_system.resources import command_stages
 from rl_system.search.base import Continuation, Request
 from rl_system.search.evaluate import run_evaluation
 from rl_system.types import PromptGroup
@@ -82,9 +84,13 @@ def sized_for_search(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, search=search, cluster=cluster)
 
 
-def evaluate_on_ray(cfg: TrainConfig, log=print) -> list[dict]:
+def evaluate_on_ray(cfg: TrainConfig, log=print, before_start=lambda: None) -> list[dict]:
+    """`before_start` runs once the cluster is known to fit the search (the CLI clears an
+    --overwrite'd output directory there)."""
     cfg = sized_for_search(cfg)
     connect(cfg)
+    wait_until_schedulable(command_stages("evaluate", cfg), cfg.cluster.schedule_timeout_s, log)
+    before_start()
     workers = RayWorkers(cfg, with_learner=False)
     pools: dict[str, ModelRewardPool] = {}
     try:

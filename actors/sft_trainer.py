@@ -12,11 +12,13 @@ from pathlib import Path
 import ray
 import torch
 
+from actors.scheduling import wait_until_schedulable
 from rl_system.learner import deepspeed_config, full_parameters, init_deepspeed
 from rl_system.algorithms.sft import collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
 from rl_system.data.sources import DatasetError
 from rl_system.models import dtype_from_name, load_model, load_tokenizer
+from rl_system.resources import command_stages
 
 STATE_FILE = "sft_state.json"
 
@@ -77,8 +79,9 @@ def _save(model, tokenizer, cfg: SFTConfig, history: list[dict], num_rows: int) 
     partial.rename(out)
 
 
-def run_sft(cfg: SFTConfig) -> dict:
-    """Trains on Ray Train and returns the saved state (per-epoch losses); the model is at cfg.output_dir."""
+def run_sft(cfg: SFTConfig, before_start=lambda: None) -> dict:
+    """Trains on Ray Train and returns the saved state (per-epoch losses); the model is at cfg.output_dir.
+    `before_start` runs once the cluster is known to fit the workers."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -94,6 +97,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     if not ray.is_initialized():
         ray.init(num_cpus=max(os.cpu_count() or 1, int(cfg.num_workers * cfg.num_cpus_per_worker) + 1),
                  include_dashboard=False)
+    wait_until_schedulable(command_stages("sft", cfg), cfg.schedule_timeout_s, timeout_key="schedule_timeout_s")
+    before_start()
     trainer = TorchTrainer(
         _train_worker, train_loop_config={"cfg": cfg},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,

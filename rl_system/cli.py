@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 
 from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config
+from rl_system.resources import SchedulingError
+from rl_system.rundir import check_run_dir, replace_run_dir
 
 RAY_PIPELINES = ("train", "collect-samples", "rejection-sample", "star", "pipeline")
+# Where each command writes its run: the config key, and whether --resume can continue one there.
+RUN_DIRS = {"train": ("output_dir", True), "pipeline": ("r1.output_dir", True), "star": ("star.output_dir", False),
+            "collect-samples": ("collect.output_dir", False), "rejection-sample": ("rejection.output_dir", False),
+            "evaluate": ("search.output_dir", False), "sft": ("output_dir", False), "distill": ("output_dir", False),
+            "train-orm": ("output_dir", False), "train-prm": ("output_dir", False)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,11 +45,13 @@ def main(argv: list[str] | None = None) -> None:
             cmd.add_argument("--resume", action="store_true", help="restart at the first unfinished stage")
         if name == "train":
             cmd.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint")
+        _add_overwrite(cmd, name)
     search = sub.add_parser("evaluate", help="test-time search methods x budgets on the held-out split, on Ray")
     search.add_argument("--config", default=None, help="YAML file, e.g. configs/evaluate.yaml")
     search.add_argument("--methods", default=None, help="comma-separated, from greedy,maj,bon,wbon,beam,mcts")
     search.add_argument("--budgets", default=None, help="comma-separated positive integers, e.g. 1,2,4,8,16")
     search.add_argument("overrides", nargs="*", help="key=value, e.g. search.num_problems=32")
+    _add_overwrite(search, "evaluate")
     plot = sub.add_parser("plot", help="PNG charts of a run's metrics.jsonl (for people without Grafana)")
     plot.add_argument("run_dir", help="a run's output_dir, e.g. runs/r1_zero")
     plot.add_argument("--output", default=None, help="folder for the PNGs (default: RUN_DIR/plots)")
@@ -68,22 +77,29 @@ def main(argv: list[str] | None = None) -> None:
 
             print(make_layer_cut(args.source, args.output, args.layers))
         elif args.command in RAY_PIPELINES:
-            run_on_ray(args.command, load_config(args.config, args.overrides), getattr(args, "resume", False))
+            run_on_ray(args.command, load_config(args.config, args.overrides), getattr(args, "resume", False),
+                       args.overwrite)
         elif args.command in ("sft", "distill"):
             cfg = load_config(args.config, args.overrides, cls=SFTConfig)
             if args.command == "distill" and not cfg.teacher_model:
                 raise ConfigError("config key 'teacher_model': distill needs a teacher model directory")
+            from rl_system.algorithms.sft import check_sft_inputs
+
+            check_sft_inputs(cfg)
+            _claim_run_dir(args.command, cfg, overwrite=args.overwrite)
             from actors.sft_trainer import run_sft
 
-            print(json.dumps(run_sft(cfg)["history"], indent=2))
+            print(json.dumps(run_sft(cfg, before_start=lambda: replace_run_dir(cfg.output_dir, args.overwrite))
+                             ["history"], indent=2))
         elif args.command in ("train-orm", "train-prm"):
             from rl_system.algorithms.reward_model import train_reward_model
 
             kind = args.command.removeprefix("train-")
             cfg = load_config(args.config, [*args.overrides, f"kind={kind}"], cls=RewardModelTrainConfig)
-            print(train_reward_model(cfg))
+            _claim_run_dir(args.command, cfg, overwrite=args.overwrite)
+            print(train_reward_model(cfg, before_start=lambda: replace_run_dir(cfg.output_dir, args.overwrite)))
         elif args.command == "evaluate":
-            evaluate_search(load_config(args.config, [*args.overrides, *_search_flags(args)]))
+            evaluate_search(load_config(args.config, [*args.overrides, *_search_flags(args)]), args.overwrite)
         elif args.command == "plot":
             from rl_system.plot import plot_run
 
@@ -91,21 +107,46 @@ def main(argv: list[str] | None = None) -> None:
                 print(path)
         elif args.command == "eval-rm":
             print(json.dumps(eval_reward_models(args), indent=2))
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, SchedulingError) as e:
         sys.exit(f"error: {e}")
 
 
-def run_on_ray(command: str, cfg, resume: bool = False):
+def _add_overwrite(cmd, name: str) -> None:
+    key, _ = RUN_DIRS[name]
+    cmd.add_argument("--overwrite", action="store_true",
+                     help=f"replace what an earlier run left in {key} (refused by default)")
+
+
+def _claim_run_dir(command: str, cfg, resume: bool = False, overwrite: bool = False) -> str:
+    """The command's run directory, checked free (or --resume / --overwrite given); returns it."""
+    key, can_resume = RUN_DIRS[command]
+    path = cfg
+    for part in key.split("."):
+        path = getattr(path, part)
+    check_run_dir(path, key, resume, overwrite, can_resume)
+    return path
+
+
+def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False):
     # The CLI is the composition root: the Ray backend is loaded only here, so the core stays Ray-free.
     from actors.controller import RayWorkers, connect, resolve_paths
+    from actors.scheduling import wait_until_schedulable
+    from rl_system.resources import command_stages
 
+    run_dir = _claim_run_dir(command, cfg, resume, overwrite)  # as the user wrote it
     cfg = resolve_paths(cfg)
     _preflight(cfg)
+    if command in ("rejection-sample", "star"):
+        from rl_system.pipeline.rejection import check_requirements
+
+        check_requirements(cfg)
     if command == "train" and resume:
         from rl_system.pipeline.r1_zero import trainer_state
 
         trainer_state(Path(cfg.output_dir) / "checkpoint")  # fails before any actor starts
     connect(cfg)
+    wait_until_schedulable(command_stages(command, cfg), cfg.cluster.schedule_timeout_s)
+    replace_run_dir(run_dir, overwrite)
     if command in ("star", "pipeline"):
         from actors.sft_trainer import run_sft
         from rl_system.pipeline.r1 import run_r1
@@ -134,15 +175,16 @@ def run_on_ray(command: str, cfg, resume: bool = False):
         workers.shutdown()
 
 
-def evaluate_search(cfg) -> list[dict]:
+def evaluate_search(cfg, overwrite: bool = False) -> list[dict]:
     from actors.controller import resolve_paths
     from actors.search_backend import evaluate_on_ray
     from rl_system.search.evaluate import preflight
 
+    run_dir = _claim_run_dir("evaluate", cfg, overwrite=overwrite)
     cfg = resolve_paths(cfg)
     _preflight(cfg)
     preflight(cfg)
-    return evaluate_on_ray(cfg)
+    return evaluate_on_ray(cfg, before_start=lambda: replace_run_dir(run_dir, overwrite))
 
 
 def _search_flags(args) -> list[str]:
@@ -179,10 +221,11 @@ def _preflight(cfg) -> None:
     from rl_system.models import check_model_dir
     from rl_system.rewards import resolve_reward
     from rl_system.rewards.learned import check_reward_model_dir
+    from rl_system.rewards.probe import probe_rewards
 
     check_model_dir(cfg.model.path)
     for f in cfg.reward.functions:
         resolve_reward(f.name)
-    for m in cfg.reward.models:
-        check_reward_model_dir(m.path, m.kind)
-    load_splits(cfg.data)
+    for i, m in enumerate(cfg.reward.models):
+        check_reward_model_dir(m.path, m.kind, key=f"reward.models[{i}].path")
+    probe_rewards(cfg.reward.functions, load_splits(cfg.data)[0], cfg.reward.timeout_s)

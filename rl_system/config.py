@@ -6,6 +6,7 @@ value outside its range all raise ConfigError before any worker starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -153,6 +154,9 @@ class ClusterConfig:
     metrics_export_port: int = 0  # local Ray: the node's Prometheus endpoint; 0 = Ray picks a port
     # Times Ray restarts a dead rollout or reward worker; the calls it was running are run again.
     max_restarts: int = 10
+    # How long to wait for the cluster (or its autoscaler) to give every actor its resources. A run
+    # that can never fit stops at once, with the shortfall and the fix.
+    schedule_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -178,8 +182,14 @@ class SFTConfig:
     use_gpu: bool = False
     seed: int = 0
     trust_remote_code: bool = False
+    schedule_timeout_s: float = 600.0  # as cluster.schedule_timeout_s, for `sft` / `distill` on their own
 
     def __post_init__(self) -> None:
+        _validate_finite(self, "")
+        _check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
+        _check(self.grad_clip >= 0, "grad_clip", "a number >= 0 (0: no clipping)", self.grad_clip)
+        _check(self.schedule_timeout_s > 0, "schedule_timeout_s", "a positive number", self.schedule_timeout_s)
+        _check(self.num_cpus_per_worker >= 0, "num_cpus_per_worker", "a number >= 0", self.num_cpus_per_worker)
         for key in ("epochs", "micro_batch_size", "max_length", "num_workers"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         _check(self.lr > 0, "lr", "a positive number", self.lr)
@@ -339,6 +349,7 @@ def _check(ok: bool, key: str, expected: str, value: Any) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
+    _validate_finite(c, "")
     positive = {
         "prompts_per_step": c.prompts_per_step, "num_steps": c.num_steps,
         "buffer_capacity": c.buffer_capacity, "rollout.num_workers": c.rollout.num_workers,
@@ -351,7 +362,8 @@ def _validate(c: TrainConfig) -> None:
     for key, value in positive.items():
         _check(value > 0, key, "a positive integer", value)
     for key, value in {"learner.lr": c.learner.lr, "rollout.temperature": c.rollout.temperature,
-                       "reward.timeout_s": c.reward.timeout_s, "sync_timeout_s": c.sync_timeout_s}.items():
+                       "reward.timeout_s": c.reward.timeout_s, "sync_timeout_s": c.sync_timeout_s,
+                       "cluster.schedule_timeout_s": c.cluster.schedule_timeout_s}.items():
         _check(value > 0, key, "a positive number", value)
     _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
     _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
@@ -399,8 +411,58 @@ def _validate(c: TrainConfig) -> None:
            f"learner.num_ranks x micro_batch_size to divide prompts_per_step x group_size = {sequences}",
            c.learner.micro_batch_size)
     _validate_cluster_resources(c)
+    _validate_ranges(c)
     _check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
            c.buffer_capacity)
+
+
+def _validate_finite(config: Any, prefix: str) -> None:
+    """Every number in the config is finite: a NaN or inf weight, rate or timeout is a typo, never a setting."""
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), f"{prefix}{f.name}"
+        items = list(enumerate(value)) if isinstance(value, tuple) else [(None, value)]
+        for i, item in items:
+            where = key if i is None else f"{key}[{i}]"
+            if dataclasses.is_dataclass(item):
+                _validate_finite(item, where + ".")
+            elif isinstance(item, float):
+                _check(math.isfinite(item), where, "a finite number", item)
+
+
+def _validate_ranges(c: TrainConfig) -> None:
+    """Bounds of the keys the checks above leave open, and options that contradict each other."""
+    lc = c.learner
+    for key, value in {"learner.weight_decay": lc.weight_decay, "learner.epsilon_low": lc.epsilon_low,
+                       "learner.epsilon_high": lc.epsilon_high, "learner.grad_clip": lc.grad_clip,
+                       "rollout.num_threads": c.rollout.num_threads, "learner.num_threads": lc.num_threads,
+                       "data.general_prompts": c.data.general_prompts, "reward.num_cpus": c.reward.num_cpus,
+                       "collect.num_eval_prompts": c.collect.num_eval_prompts,
+                       "rejection.max_per_prompt": c.rejection.max_per_prompt}.items():
+        _check(value >= 0, key, "a number >= 0", value)
+    _check(lc.epsilon_low < 1, "learner.epsilon_low", "a number in [0, 1) (the ratio's lower clip is 1 - it)",
+           lc.epsilon_low)
+    _check(all(0 <= b < 1 for b in lc.betas), "learner.betas", "two numbers in [0, 1)", list(lc.betas))
+    for key, value in {"collect.num_train_prompts": c.collect.num_train_prompts,
+                       "collect.mc_max_new_tokens": c.collect.mc_max_new_tokens,
+                       "rejection.num_prompts": c.rejection.num_prompts, "star.num_prompts": c.star.num_prompts,
+                       "r1.cold_start_prompts": c.r1.cold_start_prompts,
+                       "r1.reasoning_rl_steps": c.r1.reasoning_rl_steps, "r1.rejection_prompts": c.r1.rejection_prompts,
+                       "r1.all_scenario_rl_steps": c.r1.all_scenario_rl_steps, "r1.hh_rm_epochs": c.r1.hh_rm_epochs,
+                       "r1.general_prompts": c.r1.general_prompts}.items():
+        _check(value > 0, key, "a positive integer", value)
+    for i, m in enumerate(c.reward.models):
+        _check(m.timeout_s > 0, f"reward.models[{i}].timeout_s", "a positive number", m.timeout_s)
+        _check(m.num_cpus >= 0 and m.num_gpus >= 0, f"reward.models[{i}].num_cpus/num_gpus", "numbers >= 0",
+               (m.num_cpus, m.num_gpus))
+    for name, minimum in c.rejection.require.items():
+        _check(isinstance(minimum, (int, float)) and not isinstance(minimum, bool), f"rejection.require.{name}",
+               "a number (the lowest score an answer may have)", minimum)
+    _check(c.data.prompt_column != c.data.answer_column, "data.answer_column",
+           f"a column other than data.prompt_column ('{c.data.prompt_column}')", c.data.answer_column)
+    from rl_system.rewards.rules import LANGUAGE_SCRIPTS
+
+    _check(c.r1.language in LANGUAGE_SCRIPTS, "r1.language", f"one of {', '.join(sorted(LANGUAGE_SCRIPTS))}",
+           c.r1.language)
 
 
 def _validate_cluster_resources(c: TrainConfig) -> None:
@@ -457,7 +519,10 @@ class RewardModelTrainConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        _validate_finite(self, "")
         _check(self.kind in ("orm", "prm"), "kind", "'orm' or 'prm'", self.kind)
+        _check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
+        _check(self.num_threads >= 0, "num_threads", "an integer >= 0 (0: all cores)", self.num_threads)
         for key in ("epochs", "batch_size", "max_length"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         _check(self.lr > 0, "lr", "a positive number", self.lr)
@@ -474,15 +539,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file '{path}': not found")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file '{path}': not UTF-8 text (byte {e.start}); expected YAML") from None
+        raw = _parse_yaml(text, f"config file '{path}'") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{path}': expected a mapping at the top level")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}': expected key=value, e.g. learner.lr=1e-5")
-        _set_dotted(raw, key.strip().split("."), yaml.safe_load(value))
+        _set_dotted(raw, key.strip().split("."), _parse_yaml(value, f"override '{item}'"))
     return _build(cls, raw, prefix="")
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None:  # e.g. an unclosed quote: where it was opened
+            problem += f" ({context} at line {start.line + 1}, column {start.column + 1})"
+        raise ConfigError(f"{where}{at}: invalid YAML, {problem}") from None
 
 
 def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:

@@ -1,9 +1,12 @@
 """Chaos on a real local Ray cluster: rollout and reward worker processes are SIGKILLed 20 times
 while GRPO trains. Ray restarts them (a restarted rollout worker loads the newest weights), the
 calls they were running are run again, and the buffer's counters prove that every prompt group
-generated was trained exactly once: none lost, none twice."""
+generated was trained exactly once: none lost, none twice. After the last kill the run is stopped
+as `ray job stop` would (SIGTERM: finish the step, save, return)."""
 import json
+import os
 import random
+import signal
 import threading
 import time
 
@@ -37,7 +40,8 @@ def busy_worker_processes(kind: str) -> list[tuple[psutil.Process, str]]:
 
 
 def test_twenty_worker_kills_lose_and_duplicate_no_group(tiny_model_dir, tmp_path):
-    steps, prompts = 100, 2  # long enough to outlast 20 kills with slow restarts on a loaded machine
+    # At most; the chaos thread stops the run after its last kill, however slow kills and restarts are.
+    steps, prompts = 400, 2
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", f"num_steps={steps}",
         f"prompts_per_step={prompts}", "rollout.group_size=4", "rollout.max_new_tokens=8", "rollout.num_workers=2",
@@ -66,6 +70,8 @@ def test_twenty_worker_kills_lose_and_duplicate_no_group(tiny_model_dir, tmp_pat
             except psutil.Error:
                 continue
             killed.append(title)
+        if len(killed) == KILLS:
+            os.kill(os.getpid(), signal.SIGTERM)  # GracefulStop in r1_zero.train: stop after this step
 
     try:
         workers = RayWorkers(cfg)
@@ -83,15 +89,19 @@ def test_twenty_worker_kills_lose_and_duplicate_no_group(tiny_model_dir, tmp_pat
         ray.shutdown()
 
     assert finished_with == KILLS, f"the run ended after only {finished_with} kills"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained_steps = len(lines)
+    assert trained_steps < steps, "the run was not stopped after the last kill"
+    assert (tmp_path / "run" / "checkpoint" / "trainer_state.json").is_file()
     assert any(k.startswith(VICTIMS[0]) for k in killed) and any(k.startswith(VICTIMS[1]) for k in killed)
     assert sum(reruns.values()) >= KILLS // 2, reruns  # most kills interrupted a call that then ran again
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == list(range(1, steps + 1))
+    assert [m["step"] for m in lines] == list(range(1, trained_steps + 1))
     generated = lines[-1]["groups/generated"]
-    assert generated == steps * prompts
+    assert generated == trained_steps * prompts
     # Every group generated was added once and trained once; nothing dropped, held or in flight.
     assert stats["added"] == stats["sampled"] == stats["trained"] == generated
     assert stats["dropped"] == stats["dropped_duplicate"] == stats["in_flight"] == stats["size"] == 0
     # Restarted rollout workers sampled with the newest weights: no group lagged the learner.
     assert all(m["staleness/max"] == 0 for m in lines)
-    print(f"\nchaos: {KILLS} kills of busy workers: {sorted(set(killed))}, calls re-run {reruns}")
+    print(f"\nchaos: {KILLS} kills of busy workers in {trained_steps} steps: {sorted(set(killed))}, "
+          f"calls re-run {reruns}")

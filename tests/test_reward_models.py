@@ -1,9 +1,12 @@
 """Learned rewards without Ray: step labels, encoding, training, scoring, evaluation, bad input."""
 import json
+import shutil
+from pathlib import Path
 
 import datasets
 import pytest
 
+from rl_system.cli import main
 from rl_system.algorithms.reward_model import auroc, evaluate_reward_model, load_samples, train_reward_model
 from rl_system.config import ConfigError, RewardModelTrainConfig, load_config
 from rl_system.data.sources import DatasetError
@@ -106,7 +109,7 @@ def test_wrong_head_and_missing_dir_are_clear_errors(trained, tiny_model_dir):
         LearnedReward(trained["prm"], "orm")
     with pytest.raises(RewardModelError, match="'LlamaForCausalLM'.* has no PRM head"):
         LearnedReward(tiny_model_dir, "prm")  # a causal LM, no reward head at all
-    with pytest.raises(FileNotFoundError, match="model.path '/nope'"):
+    with pytest.raises(FileNotFoundError, match="ORM reward model '/nope': no Hugging Face model directory"):
         LearnedReward("/nope", "orm")
 
 
@@ -119,3 +122,23 @@ def test_prm_training_needs_step_labels(tmp_path, tiny_model_dir):
         load_samples(tmp_path / "nothing", "orm", "train")
     with pytest.raises(ConfigError, match="'epochs'"):
         load_config(None, ["epochs=0"], cls=RewardModelTrainConfig)
+
+
+def test_a_second_run_into_a_used_directory_is_refused_until_overwrite(trained, tiny_model_dir, samples_dir):
+    """`train-orm` again into an existing model directory: refused in one line with nothing changed;
+    with --overwrite the earlier run is replaced."""
+    out = Path(trained["orm"]).parent / "orm-again"
+    shutil.copytree(trained["orm"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    argv = ["train-orm", f"base_model={tiny_model_dir}", f"samples={samples_dir}", f"output_dir={out}", "epochs=1",
+            "autocast_dtype=float32"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == (f"error: output_dir '{out}' already holds a run (chat_template.jinja, config.json, "
+                               "model.safetensors, reward_model.json and 2 more): use --overwrite to replace it, "
+                               "or another output_dir")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(SystemExit, match="--resume and --overwrite: give one"):
+        main(["pipeline", "--resume", "--overwrite", f"model.path={tiny_model_dir}"])
+    main([*argv, "--overwrite"])
+    assert json.loads((out / "reward_model.json").read_text())["epochs"] == 1

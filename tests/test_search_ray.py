@@ -74,10 +74,11 @@ def test_one_step_generation_stops_at_the_delimiter(ray_cluster, tiny_model_dir)
 
 def test_evaluate_command_end_to_end(ray_cluster, reward_models, tiny_model_dir, tmp_path):
     out = tmp_path / "evaluate"
-    main(["evaluate", "--config", "configs/evaluate.yaml", "--methods", ",".join(SEARCH_METHODS), "--budgets", "1,2",
-          f"model.path={tiny_model_dir}", *CLUSTER, f"search.orm_path={reward_models['orm']}",
-          f"search.prm_path={reward_models['prm']}", "search.num_problems=2", "search.max_new_tokens=8",
-          "search.step_max_tokens=4", "search.max_steps=2", f"search.output_dir={out}"])
+    argv = ["evaluate", "--config", "configs/evaluate.yaml", "--methods", ",".join(SEARCH_METHODS), "--budgets", "1,2",
+            f"model.path={tiny_model_dir}", *CLUSTER, f"search.orm_path={reward_models['orm']}",
+            f"search.prm_path={reward_models['prm']}", "search.num_problems=2", "search.max_new_tokens=8",
+            "search.step_max_tokens=4", "search.max_steps=2", f"search.output_dir={out}"]
+    main(argv)
     with open(out / "search_results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], int(r["budget"])) for r in rows] == [("greedy", 1)] + [
@@ -93,3 +94,7 @@ def test_evaluate_command_end_to_end(ray_cluster, reward_models, tiny_model_dir,
     assert by["mcts", 2]["verifier"] == "orm"  # configs/evaluate.yaml: MCTS against the ORM, not the oracle
     assert "| greedy | 1 | - |" in (out / "search_results.md").read_text()
     assert (out / "accuracy_vs_compute.png").read_bytes()[:4] == b"\x89PNG"
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SystemExit, match=f"error: search.output_dir '{out}' already holds a run .*: use --overwrite"):
+        main(argv)  # a second evaluation would have replaced the first
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written

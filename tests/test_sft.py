@@ -1,13 +1,10 @@
 """SFT / distillation math, chat encoding, rejection filtering and the language reward, without Ray."""
-import json
 
-import datasets
 import pytest
 import torch
 
-from rl_system.algorithms.sft import IGNORE, collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
+from rl_system.algorithms.sft import IGNORE, collate_sft, encode_chat, sft_and_distill_loss
 from rl_system.data import Problem
-from rl_system.data.sources import DatasetError
 from rl_system.models import load_model, load_tokenizer, make_layer_cut
 from rl_system.config import ConfigError, load_config
 from rl_system.pipeline.rejection import accepted_completions, check_requirements
@@ -27,20 +24,6 @@ def test_encode_chat_learns_only_assistant_turns(tiny_model_dir):
     assert learned == ("<think> 1 plus 2 is 3. </think> <answer>3</answer><|im_end|>\n"
                        "<answer>4</answer><|im_end|>\n")
     assert len(encode_chat(tok, CHAT, max_length=10)["input_ids"]) == 10
-
-
-def test_bad_chat_rows_name_the_row(tmp_path):
-    path = tmp_path / "chat.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [{"messages": CHAT},
-                                                      {"messages": [{"role": "bot", "content": "hi"}]}]))
-    with pytest.raises(DatasetError, match="row 1: messages\\[0\\] must be"):
-        load_chat_rows(path)
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": "no answer"}]}))
-    with pytest.raises(DatasetError, match="row 0: no assistant message"):
-        load_chat_rows(path)
-    datasets.Dataset.from_list([{"text": "x"}]).save_to_disk(str(tmp_path / "plain"))
-    with pytest.raises(DatasetError, match="missing column 'messages'"):
-        load_chat_rows(tmp_path / "plain")
 
 
 def test_distillation_loss_is_zero_against_itself_and_positive_against_another(tiny_model_dir, tmp_path):

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from rl_system.config import RewardModelTrainConfig
-from rl_system.data.sources import DatasetError
-from rl_system.models import dtype_from_name, load_tokenizer
+from rl_system.data.sources import DatasetError, read_datasets_dir
+from rl_system.models import check_model_dir, dtype_from_name, load_tokenizer
 from rl_system.rewards.learned import METADATA_FILE, LearnedReward, aggregate_steps, encode
 
 REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
@@ -27,20 +27,25 @@ REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
 
 def load_samples(path: str | Path, kind: str, split: str) -> list[dict]:
     """Rows of a collect-samples dataset for one split, with its columns checked."""
-    import datasets
-
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"samples '{path}': not found; write it with `python -m rl_system collect-samples`")
-    table = datasets.load_from_disk(str(path))
-    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in table.column_names]
+    table = read_datasets_dir(path, "samples")
+    missing = [c for c in REQUIRED_COLUMNS[kind] if c not in table.columns]
     if missing:
         hint = " (collect with collect.mc_rollouts=K for PRM step labels)" if "step_labels" in missing else ""
         raise DatasetError(f"samples '{path}': missing column(s) {', '.join(missing)}{hint}")
-    rows = [r for r in table if r["split"] == split]
+    rows = [r for r in table.rows if r["split"] == split]
     if not rows:
         raise DatasetError(f"samples '{path}': no rows with split == '{split}'")
     return rows
+
+
+def check_reward_model_inputs(cfg: RewardModelTrainConfig) -> list[dict]:
+    """What `train-orm` / `train-prm` read, checked before anything is written: the base model and the
+    train rows (returned). Raises one line naming the config key."""
+    check_model_dir(cfg.base_model, "base_model")
+    return load_samples(cfg.samples, cfg.kind, "train")
 
 
 def _step_targets(rows: list[dict], positions: list[list[int]]) -> list[list[float]]:
@@ -63,14 +68,16 @@ def reward_model_loss(model, tokenizer, rows: list[dict], kind: str, step_split:
     return F.binary_cross_entropy_with_logits(picked, labels)
 
 
-def train_reward_model(cfg: RewardModelTrainConfig, log=print) -> Path:
-    """Fine-tunes `base_model` with a fresh one-logit head and saves an HF directory + reward_model.json."""
+def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lambda: None) -> Path:
+    """Fine-tunes `base_model` with a fresh one-logit head and saves an HF directory + reward_model.json.
+    `before_start` runs once the inputs are checked, before anything is trained or written."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    rows = check_reward_model_inputs(cfg)
+    before_start()
     torch.manual_seed(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    rows = load_samples(cfg.samples, cfg.kind, "train")
     samples_meta = json.loads((Path(cfg.samples) / "info.json").read_text()) \
         if (Path(cfg.samples) / "info.json").is_file() else {}
     step_split = samples_meta.get("step_split", "sentences") if cfg.kind == "prm" else None

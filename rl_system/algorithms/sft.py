@@ -11,40 +11,50 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rl_system.data.sources import DatasetError
+from rl_system.data.sources import DatasetError, brief, read_table
 
 ROLES = ("system", "user", "assistant")
 IGNORE = -100
 
 
-def load_chat_rows(path: str | Path) -> list[dict]:
+def load_chat_rows(path: str | Path, key: str = "data") -> list[dict]:
     """Rows of a `datasets` directory or a json/jsonl/parquet file, each checked for a valid
-    `messages` column; a bad row is named in a one-line error."""
-    import datasets
-
-    path = Path(path)
-    if path.is_dir():
-        table = datasets.load_from_disk(str(path))
-    elif path.suffix in (".json", ".jsonl", ".parquet"):
-        table = datasets.load_dataset("parquet" if path.suffix == ".parquet" else "json", data_files=str(path),
-                                      split="train")
-    else:
-        raise DatasetError(f"sft data '{path}': expected a datasets directory or a .json/.jsonl/.parquet file")
-    if "messages" not in table.column_names:
-        raise DatasetError(f"sft data '{path}': missing column 'messages' (columns: {', '.join(table.column_names)})")
-    rows = list(table)
-    for i, row in enumerate(rows):
+    `messages` column; a bad row is named in a one-line error (`key`: the config key of the path)."""
+    table = read_table(path, key, directories=True)
+    if "messages" not in table.columns:
+        raise DatasetError(f"{key} '{table.path}': missing column 'messages' (columns: {', '.join(table.columns)}); "
+                           "expected chat rows {messages: [{role, content}, ...]}")
+    for i, row in enumerate(table.rows):
         msgs = row["messages"]
         if not isinstance(msgs, list) or not msgs:
-            raise DatasetError(f"sft data '{path}' row {i}: 'messages' must be a non-empty list")
+            raise DatasetError(f"{table.where(i)}: 'messages' must be a non-empty list, got {brief(msgs)}")
         for j, m in enumerate(msgs):
             if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise DatasetError(f"sft data '{path}' row {i}: messages[{j}] must be {{role: system|user|assistant, "
-                                   f"content: text}}, got {m!r}")
+                raise DatasetError(f"{table.where(i)}: messages[{j}] must be {{role: system|user|assistant, "
+                                   f"content: text}}, got {brief(m)}")
         if not any(m["role"] == "assistant" for m in msgs):
-            raise DatasetError(f"sft data '{path}' row {i}: no assistant message to learn from")
-    if not rows:
-        raise DatasetError(f"sft data '{path}': no rows")
+            raise DatasetError(f"{table.where(i)}: no assistant message to learn from")
+    return table.rows
+
+
+def check_sft_inputs(cfg) -> list[dict]:
+    """What `sft` / `distill` read (an SFTConfig: the models and the chat rows), checked before any
+    worker starts; returns the rows. Raises one line naming the config key."""
+    from rl_system.models import check_model_dir, read_model_config
+
+    check_model_dir(cfg.base_model, "base_model")
+    if cfg.teacher_model:
+        check_model_dir(cfg.teacher_model, "teacher_model", chat_template=False)
+        student = read_model_config(cfg.base_model, "base_model").get("vocab_size")
+        teacher = read_model_config(cfg.teacher_model, "teacher_model").get("vocab_size")
+        if student != teacher:
+            raise ValueError(f"teacher_model '{cfg.teacher_model}': vocab_size {teacher}, base_model "
+                             f"'{cfg.base_model}': {student}; distillation compares their token distributions, "
+                             "so both need the same tokenizer")
+    rows = load_chat_rows(cfg.data)
+    if len(rows) < cfg.num_workers * cfg.micro_batch_size:
+        raise DatasetError(f"data '{cfg.data}': {len(rows)} rows, need at least "
+                           f"num_workers x micro_batch_size = {cfg.num_workers * cfg.micro_batch_size}")
     return rows
 
 

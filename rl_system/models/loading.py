@@ -22,14 +22,74 @@ def pick_device(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
-def check_model_dir(path: str | Path) -> Path:
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def check_model_dir(path: str | Path, key: str = "model.path", chat_template: bool = True) -> Path:
+    """A local Hugging Face model directory, checked without loading it: config.json, weights (every
+    shard a sharded index lists), a tokenizer and, where prompts are chat-formatted (`chat_template`),
+    a chat template. Raises one line naming `key` (the config key that gave the path)."""
     path = Path(path)
     if not (path / "config.json").is_file():
+        fix = "run `python -m rl_system prepare-model` or " if key in ("model.path", "base_model") else ""
         raise FileNotFoundError(
-            f"model.path '{path}': no Hugging Face model directory there (config.json missing); "
-            "run `python -m rl_system prepare-model` or point model.path at a local directory"
+            f"{key} '{path}': no Hugging Face model directory there (config.json missing); "
+            f"{fix}point {key} at a local directory"
         )
+    read_model_config(path, key)
+    held = sorted(p.name for p in path.iterdir())
+    if not any((path / name).is_file() for name in WEIGHT_FILES) and not any(
+            name.endswith(".safetensors") for name in held):
+        index = next((path / name for name in WEIGHT_INDEXES if (path / name).is_file()), None)
+        if index is None:
+            raise FileNotFoundError(f"{key} '{path}': config.json but no weights (expected model.safetensors, "
+                                    f"pytorch_model.bin or a sharded index; the directory holds {', '.join(held)})")
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{key} '{path}': {index.name} is not a weight index (no weight_map)") from None
+        missing = [s for s in shards if not (path / s).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{key} '{path}': {index.name} lists {len(missing)} missing weight file(s), "
+                                    f"e.g. {missing[0]}")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                                                     "vocab.json")):
+        raise FileNotFoundError(f"{key} '{path}': no tokenizer there (tokenizer.json / tokenizer_config.json "
+                                "missing); save the model's tokenizer with it")
+    if chat_template and not has_chat_template(path):
+        raise ValueError(f"{key} '{path}': the tokenizer has no chat template (no chat_template.jinja, and none in "
+                         "tokenizer_config.json); prompts are chat-formatted, so use an instruct model's "
+                         "tokenizer or add a template")
     return path
+
+
+def read_model_config(path: str | Path, key: str = "model.path") -> dict:
+    """config.json of a model directory as a dict; one line if it is not a JSON object."""
+    file = Path(path) / "config.json"
+    try:
+        config = json.loads(file.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{key} '{path}': config.json is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{key} '{path}': config.json line {e.lineno}, column {e.colno}: invalid JSON "
+                         f"({e.msg})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{key} '{path}': config.json holds a {type(config).__name__}, expected a JSON object")
+    if "model_type" not in config:
+        raise ValueError(f"{key} '{path}': config.json has no model_type; is it a Hugging Face model directory?")
+    return config
+
+
+def has_chat_template(path: str | Path) -> bool:
+    path = Path(path)
+    if any((path / name).is_file() for name in CHAT_TEMPLATE_FILES) or (path / "additional_chat_templates").is_dir():
+        return True
+    try:
+        return bool(json.loads((path / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
@@ -46,7 +106,7 @@ def load_model(path: str | Path, dtype: str = "float32", device: str | torch.dev
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
-        check_model_dir(path), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code,
+        check_model_dir(path, chat_template=False), dtype=dtype_from_name(dtype), trust_remote_code=trust_remote_code,
         attn_implementation=attn_implementation or None,
     )
     return model.to(device)

@@ -104,7 +104,10 @@ def trainer_state(checkpoint: Path) -> dict:
     state_path = checkpoint / "trainer_state.json"
     if not state_path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint} (trainer_state.json missing)")
-    return json.loads(state_path.read_text())
+    try:
+        return json.loads(state_path.read_text())
+    except ValueError as e:
+        raise ValueError(f"--resume: {state_path} is not valid JSON ({e}); the checkpoint is damaged") from None
 
 
 def resume_state(workers: Workers, checkpoint: Path) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
 from rl_system.rewards.rules import accuracy_reward, extract_answer, format_reward, language_consistency_reward
@@ -13,6 +14,7 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {
     "accuracy": accuracy_reward,
     "language_consistency": language_consistency_reward,
 }
+SIGNATURE = "f(prompts, completions, **kwargs) -> list[float]"
 
 
 class UnknownRewardError(ValueError):
@@ -20,19 +22,46 @@ class UnknownRewardError(ValueError):
 
 
 def resolve_reward(name: str) -> RewardFn:
-    """A registered name, or `package.module:function` for a user's own reward."""
+    """A registered name, or `package.module:function` for a user's own reward (its signature checked)."""
     if name in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name]
     module, sep, attr = name.partition(":")
-    if sep:
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise UnknownRewardError(f"reward.functions name '{name}': cannot import ({e})") from None
-        if callable(fn):
-            return fn
-    raise UnknownRewardError(f"reward.functions name '{name}': unknown reward (registered: "
-                             f"{', '.join(sorted(REWARD_FUNCTIONS))}; or give 'package.module:function')")
+    if not sep:
+        raise UnknownRewardError(f"reward.functions name '{name}': unknown reward (registered: "
+                                 f"{', '.join(sorted(REWARD_FUNCTIONS))}; or give 'package.module:function')")
+    if not module or not attr:
+        raise UnknownRewardError(f"reward.functions name '{name}': expected 'package.module:function'")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        raise UnknownRewardError(f"reward.functions name '{name}': cannot import module '{module}' ({e})") from None
+    except BaseException as e:  # the module itself raised while being imported (SyntaxError, sys.exit, ...)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UnknownRewardError(f"reward.functions name '{name}': importing module '{module}' raised "
+                                 f"{type(e).__name__}: {first}") from None
+    if not hasattr(loaded, attr):
+        raise UnknownRewardError(f"reward.functions name '{name}': module '{module}' has no '{attr}'")
+    fn = getattr(loaded, attr)
+    if not callable(fn):
+        raise UnknownRewardError(f"reward.functions name '{name}': '{attr}' is a {type(fn).__name__}, "
+                                 f"expected a function {SIGNATURE}")
+    _check_signature(name, fn)
+    return fn
+
+
+def _check_signature(name: str, fn: RewardFn) -> None:
+    """TRL's reward signature: prompts and completions by position, every dataset column by keyword."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable without one: judged by calling it
+        return
+    kinds = [p.kind for p in sig.parameters.values()]
+    positional = sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds)
+    if (positional < 2 and inspect.Parameter.VAR_POSITIONAL not in kinds) or inspect.Parameter.VAR_KEYWORD not in kinds:
+        raise UnknownRewardError(f"reward.functions name '{name}': expected a function {SIGNATURE} (the dataset's "
+                                 f"columns arrive as keywords), got {getattr(fn, '__name__', 'it')}{sig}")
 
 
 __all__ = ["REWARD_FUNCTIONS", "RewardFn", "UnknownRewardError", "accuracy_reward", "extract_answer",

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rl_system.data import format_prompt
-from rl_system.models import check_model_dir, dtype_from_name, load_tokenizer
+from rl_system.models import check_model_dir, dtype_from_name, load_tokenizer, read_model_config
 from rl_system.rewards.steps import step_ends
 
 HEADS = {"orm": "ForSequenceClassification", "prm": "ForTokenClassification"}
@@ -24,17 +24,25 @@ class RewardModelError(ValueError):
     pass
 
 
-def check_reward_model_dir(path: str | Path, kind: str) -> dict:
-    """The directory's metadata; raises one clear line for a missing model or the wrong head."""
-    from transformers import AutoConfig
-
-    path = check_model_dir(path)
-    architectures = AutoConfig.from_pretrained(path).architectures or []
-    if not any(a.endswith(HEADS[kind]) for a in architectures):
-        raise RewardModelError(f"reward model '{path}': architecture {architectures} has no {kind.upper()} head "
+def check_reward_model_dir(path: str | Path, kind: str, key: str = "") -> dict:
+    """The directory's metadata; raises one clear line for a missing model or the wrong head.
+    `key` names the config key (or flag) that gave the path in the message."""
+    key = key or f"{kind.upper()} reward model"
+    path = check_model_dir(path, key)
+    architectures = read_model_config(path, key).get("architectures") or []
+    if not any(str(a).endswith(HEADS[kind]) for a in architectures):
+        raise RewardModelError(f"{key} '{path}': architecture {architectures} has no {kind.upper()} head "
                                f"(expected *{HEADS[kind]}; build one with `python -m rl_system train-{kind}`)")
     meta_file = path / METADATA_FILE
-    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if not meta_file.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as e:
+        raise RewardModelError(f"{key} '{path}': {METADATA_FILE} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise RewardModelError(f"{key} '{path}': {METADATA_FILE} holds a {type(meta).__name__}, expected an object")
+    return meta
 
 
 def load_reward_model(path: str | Path, kind: str, dtype: str = "float32", device: str | torch.device = "cpu"):

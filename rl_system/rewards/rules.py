@@ -12,11 +12,17 @@ import unicodedata
 
 STRICT_FORMAT = re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>((?:(?!</?think>|</?answer>).)*)</answer>\s*$",
                            re.DOTALL)
-ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# A block's text holds no further <answer>: in `<answer><answer>7</answer></answer>` it is the inner "7".
+ANSWER = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
+TAG = re.compile(r"</?(?:think|answer)>")
+# Longer answers score 0 without grading: no reference is that long, and math-verify's parser would
+# spend its whole timeout (and log the text) on a megabyte of output.
+MAX_ANSWER_CHARS = 1000
 
 
 def extract_answer(completion: str) -> str | None:
-    """The text of the last <answer>...</answer> block, stripped; None when there is none."""
+    """The text of the last <answer>...</answer> block (the innermost, when blocks are nested),
+    stripped; None when there is none (an unclosed <answer> is none)."""
     found = ANSWER.findall(completion)
     return found[-1].strip() if found else None
 
@@ -31,7 +37,7 @@ def accuracy_reward(prompts, completions, answer, task=None, metadata=None, **co
     scores = []
     for i, completion in enumerate(completions):
         given = extract_answer(completion)
-        if given is None:
+        if given is None or not given or len(given) > max(MAX_ANSWER_CHARS, 4 * len(str(answer[i]))):
             scores.append(0.0)
         elif task is not None and task[i]:
             scores.append(_gym_score(task[i], given, answer[i], metadata[i] if metadata else None))
@@ -68,7 +74,9 @@ LANGUAGE_SCRIPTS = {
 
 def language_consistency_reward(prompts, completions, language: str = "en", **columns) -> list[float]:
     """DeepSeek-R1's language-consistency reward: the share of the chain of thought's words that are
-    written in the target language's script (digits and symbols are neutral). No words: 0.0."""
+    written in the target language's script (digits and symbols are neutral). The chain of thought is
+    the text after <think> up to </think> (or the end when it is not closed; the whole completion when
+    there is no <think>), tags removed. No words: 0.0."""
     if language not in LANGUAGE_SCRIPTS:
         raise ValueError(f"language_consistency: unknown language '{language}' (known: {sorted(LANGUAGE_SCRIPTS)})")
     scripts = LANGUAGE_SCRIPTS[language]
@@ -79,6 +87,7 @@ def language_consistency_reward(prompts, completions, language: str = "en", **co
     scores = []
     for completion in completions:
         found = re.search(r"<think>(.*?)(?:</think>|$)", completion, re.DOTALL)
-        words = [w for w in re.findall(r"\w+", found.group(1) if found else completion) if any(ch.isalpha() for ch in w)]
+        text = TAG.sub(" ", found.group(1) if found else completion)
+        words = [w for w in re.findall(r"\w+", text) if any(ch.isalpha() for ch in w)]
         scores.append(sum(in_script(w) for w in words) / len(words) if words else 0.0)
     return scores

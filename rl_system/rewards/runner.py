@@ -1,11 +1,12 @@
 """Runs reward functions in a killable child process with a deadline per call.
 
-A reward that raises, hangs or returns the wrong shape costs a counted failure score, never
-the run. The child process also gives math-verify the main thread its signal-based timeout
-needs, which Ray worker threads do not have.
+A reward that raises, hangs, returns the wrong shape or a score that is not a finite number
+(NaN, inf, text) costs a counted failure score, never the run. The child process also gives
+math-verify the main thread its signal-based timeout needs, which Ray worker threads do not have.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,32 @@ from rl_system.rewards import resolve_reward
 
 def _call(name: str, prompts: list[str], completions: list[str], columns: dict, kwargs: dict) -> list:
     return list(resolve_reward(name)(prompts, completions, **columns, **kwargs))
+
+
+def check_scores(values, n: int) -> list[float]:
+    """A reward's return value as n finite floats (None, TRL's "not applicable", counts 0.0); raises
+    ValueError saying what is wrong: not a list, the wrong length, a non-number, NaN or inf."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        raise ValueError(f"returned {type(values).__name__}, expected a list of {n} scores")
+    if len(values) != n:
+        raise ValueError(f"returned {len(values)} score{'s' * (len(values) != 1)} for {n} completions, "
+                         "expected one per completion")
+    scores = []
+    for i, v in enumerate(values):
+        if v is None:
+            scores.append(0.0)
+            continue
+        try:
+            if isinstance(v, (str, bytes)):
+                raise TypeError
+            score = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"returned {type(v).__name__} {v!r:.40} for completion {i}, expected a number or None") \
+                from None
+        if not math.isfinite(score):
+            raise ValueError(f"returned {score} for completion {i}, expected a finite number or None")
+        scores.append(score)
+    return scores
 
 
 @dataclass
@@ -61,10 +88,8 @@ class RewardRunner:
             try:
                 values = self._get_pool().apply_async(
                     _call, (name, prompts, completions, columns, self.kwargs.get(name, {}))).get(self.timeout_s)
-                if len(values) != n:
-                    raise ValueError(f"returned {len(values)} scores for {n} completions")
                 # None means "not applicable to this sample" (TRL convention): no contribution.
-                values = [0.0 if v is None else float(v) for v in values]
+                values = check_scores(values, n)
             except multiprocessing.TimeoutError:
                 self._kill_pool()  # the hung call dies with its process
                 values, failures[name] = [self.failure_score] * n, 1

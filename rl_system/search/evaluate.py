@@ -82,8 +82,8 @@ def preflight(cfg: TrainConfig) -> None:
         path = getattr(cfg.search, f"{kind}_path")
         if not (Path(path) / "config.json").is_file():
             raise ConfigError(f"config key 'search.{kind}_path': no reward model at '{path}' ({', '.join(methods)} "
-                              f"need one; train it with `python -m rl_system train-{kind}`)")
-        check_reward_model_dir(path, kind)
+                              f"{'needs' if len(methods) == 1 else 'need'} one; train it with `python -m rl_system train-{kind}`)")
+        check_reward_model_dir(path, kind, key=f"search.{kind}_path")
 
 
 def run_evaluation(cfg: TrainConfig, policy: Policy, verifiers: dict[str, Verifier], grader: Verifier,

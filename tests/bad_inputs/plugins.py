@@ -1,0 +1,49 @@
+"""Reward plug-ins that are wrong in one way each, named in cases.yaml as tests.bad_inputs.plugins:<name>."""
+import math
+
+NOT_A_FUNCTION = 0.5
+
+
+def no_kwargs(prompts, completions):
+    """Wrong signature: the dataset's columns (answer, task, ...) arrive as keywords and have nowhere to go."""
+    return [1.0] * len(completions)
+
+
+def one_argument(completions, **kwargs):
+    """Wrong signature: TRL passes prompts and completions by position."""
+    return [1.0] * len(completions)
+
+
+def wrong_length(prompts, completions, **kwargs):
+    return [1.0]
+
+
+def nan_score(prompts, completions, **kwargs):
+    return [math.nan] * len(completions)
+
+
+def inf_score(prompts, completions, **kwargs):
+    return [1.0] + [math.inf] * (len(completions) - 1)
+
+
+def text_score(prompts, completions, **kwargs):
+    return ["high"] * len(completions)
+
+
+def one_number(prompts, completions, **kwargs):
+    return 1.0
+
+
+def raises(prompts, completions, **kwargs):
+    raise KeyError("solution")
+
+
+def hangs(prompts, completions, **kwargs):
+    import time
+
+    time.sleep(30)
+    return [1.0] * len(completions)
+
+
+def needs_threshold(prompts, completions, *, threshold, **kwargs):
+    return [float(len(c) > threshold) for c in completions]
