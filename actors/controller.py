@@ -23,6 +23,7 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
 from rl_system.learner import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
+from rl_system.training import merge_stats
 from rl_system.weights import WeightSyncError
 
 
@@ -203,7 +204,9 @@ class RayWorkers:
             ray.get(self.buffer.release.remote(keys))
             raise
         ray.get(self.buffer.acknowledge.remote(keys))
-        stats = {k: sum(r.get(k, 0.0) for r in per_rank) for k in per_rank[0]}
+        stats: dict = {}
+        for rank_stats in per_rank:
+            merge_stats(stats, rank_stats)
         stats["grad_norm"] = per_rank[0]["grad_norm"]  # a global quantity, the same on every rank
         return stats
 

@@ -2,6 +2,7 @@
 elastic group that grows with the cluster (rollout workers); calls fan out to all members."""
 from __future__ import annotations
 
+import os
 import time
 
 import ray
@@ -9,6 +10,7 @@ from ray.autoscaler.sdk import request_resources
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rl_system.models import visible_gpu_index
 from rl_system.resources import SchedulingError, bundle as resource_bundle
 
 
@@ -156,6 +158,11 @@ def role_resources(section) -> dict:
     """The resource keyword arguments of a group from a role's config section."""
     return {"num_cpus": section.num_cpus, "num_gpus": getattr(section, "num_gpus", 0.0), "memory": section.memory,
             "resources": dict(section.resources)}
+
+
+def assigned_gpu_index() -> int:
+    """Inside an actor: the index of the GPU Ray assigned it among those it can see (0 without one)."""
+    return visible_gpu_index(ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def wait_until_alive(actor, timeout_s: float = 300.0) -> None:

@@ -5,23 +5,20 @@ import socket
 
 import ray
 
+from actors.group import assigned_gpu_index
 from rl_system.learner import Learner
 
 
 @ray.remote
 class LearnerRank(Learner):
     def __init__(self, *args):
-        super().__init__(*args)
+        super().__init__(*args, gpu_index=assigned_gpu_index())
         self._sent_bytes: tuple[int, list] | None = None  # (version, [ref]) put for readers off this node
 
     def master_address(self) -> tuple[str, int]:
         with socket.socket() as s:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
-
-    def setup(self, master_addr: str, master_port: int) -> None:
-        gpus = ray.get_gpu_ids() if self.device.type != "cpu" else []
-        super().setup(master_addr, master_port, int(gpus[0]) if gpus else 0)
 
     def train(self, group_refs: list) -> dict:
         return super().train(ray.get(group_refs))

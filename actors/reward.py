@@ -6,7 +6,7 @@ import time
 import ray
 import torch
 
-from actors.group import ActorGroup
+from actors.group import ActorGroup, assigned_gpu_index
 from rl_system.config import RewardModelConfig, TrainConfig
 from rl_system.models import pick_device
 from rl_system.rewards.learned import LearnedReward
@@ -50,7 +50,7 @@ class ModelRewardWorker:
         torch.set_num_threads(max(1, int(cfg.num_cpus)) if cfg.num_gpus == 0 else 1)
         self.cfg, self.replica = cfg, replica
         self.reward = LearnedReward(cfg.path, cfg.kind, cfg.aggregate, cfg.batch_size, cfg.dtype,
-                                    pick_device(cfg.num_gpus))
+                                    pick_device(cfg.num_gpus, assigned_gpu_index()))
         self.calls, self.completions, self.busy_s = 0, 0, 0.0
 
     def score(self, *groups: PromptGroup):

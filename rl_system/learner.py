@@ -10,7 +10,9 @@ from safetensors.torch import load_file, save_file
 
 from rl_system.config import TrainConfig
 from rl_system.models import dtype_from_name, load_policy, load_tokenizer, pick_device
-from rl_system.training import batch_normalizer, collate, flatten_groups, grpo_loss, shard_bounds
+from rl_system.training import (
+    batch_normalizer, collate, flatten_groups, grpo_loss, merge_stats, shard_bounds, tis_cap,
+)
 from rl_system.types import PromptGroup
 from rl_system.weights import PublishSlots
 
@@ -94,17 +96,19 @@ def load_rollout_rng(checkpoint: str) -> dict[str, dict[str, torch.Tensor]]:
 class Learner:
     """One DeepSpeed data-parallel rank doing the GRPO update on its shard of each batch."""
 
-    def __init__(self, cfg: TrainConfig, world_size: int, rank: int):
+    def __init__(self, cfg: TrainConfig, world_size: int, rank: int, gpu_index: int = 0):
+        """`gpu_index`: this rank's GPU among those the process sees (models.visible_gpu_index)."""
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.device = pick_device(cfg.learner.num_gpus)
+        self.device = pick_device(cfg.learner.num_gpus, gpu_index)
         torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
         self.version = 0
         self._publish_slots: PublishSlots | None = None  # rank 0 packs every publish into these
 
-    def setup(self, master_addr: str, master_port: int, local_rank: int = 0) -> None:
-        """Joins the ranks' process group (all ranks call it together) and builds the engine."""
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Joins the ranks' process group (all ranks call it together) and builds the engine. DeepSpeed
+        puts the rank on cuda:LOCAL_RANK, so LOCAL_RANK is the device index this process sees."""
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(local_rank))
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(self.device.index or 0))
         deepspeed = init_deepspeed(self.device)
         torch.manual_seed(self.cfg.seed)
         cfg = self.cfg
@@ -137,13 +141,12 @@ class Learner:
         for start in range(0, len(shard), lc.micro_batch_size):
             batch = collate(shard[start:start + lc.micro_batch_size], self.pad_id, self.device)
             loss, stats = grpo_loss(self.engine, self.ref_model, batch, lc, normalizer, self.version,
-                                    cfg.rollout.temperature, self.autocast)
+                                    cfg.rollout.temperature, self.autocast, tis_cap(cfg))
             # DeepSpeed averages gradients over ranks; the loss is already this rank's share of a
             # global sum, so scale back up instead of letting the mean shrink it.
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
             self.engine.step()
-            for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + v
+            merge_stats(totals, stats)
         self.version += 1
         totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         totals["sequences"] = len(shard)

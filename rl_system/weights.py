@@ -137,6 +137,21 @@ class PublishSlots:
         return {**packed, "shared_path": self.paths[version % 2]}
 
 
+    def store(self, packed: dict) -> dict:
+        """Copies a publish's bytes (`packed` with its data) into the slot of its version, for a
+        reader in another process of this node (a vLLM engine's worker); returns it as `pack` does."""
+        slot = self.slots[packed["version"] % 2]
+        slot_version(slot)[0] = -1
+        slot[SLOT_HEADER_BYTES:].copy_(torch.from_numpy(packed["data"]))
+        slot_version(slot)[0] = packed["version"]
+        return {**packed, "shared_path": self.paths[packed["version"] % 2]}
+
+
+def slot_reference(packed: dict) -> dict:
+    """What a reader on this node needs to map and check a published version: no bytes, no handles."""
+    return {key: packed[key] for key in ("version", "dtype", "manifest", "shared_path")}
+
+
 class SharedWeightsReader:
     """A reader's side of PublishSlots on the publisher's node: maps each slot once (its pages stay
     mapped between loads) and checks that the slot still holds the version the publish names."""

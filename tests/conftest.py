@@ -21,3 +21,11 @@ def tiny_model_dir(tmp_path_factory):
     from rl_system.models import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="session")
+def vllm_model_dir(tmp_path_factory):
+    """A tiny random Llama whose head size (64) vLLM's CPU attention supports (tiny_model_dir's 16 is not)."""
+    from rl_system.models import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("vllm") / "model", hidden_size=256))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rl_system.algorithms.grpo import (
-    aggregate_loss, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer, token_logprobs,
+    aggregate_loss, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer, token_logprobs, truncated_importance_weight,
 )
 
 
@@ -41,6 +41,27 @@ def test_clipped_loss_hand_computed():
     # A<0: -A*max(r, clip(r)): r=1.5 -> 1.5 ; r=0.5 -> clip 0.8 ; r=1 -> 1
     assert loss_neg[0].tolist() == pytest.approx([1.5, 0.8, 1.0], abs=1e-6)
     assert clipped_neg.tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_truncated_importance_weight_hand_computed():
+    learner = torch.tensor([[-1.0, -2.0, -1.0]], requires_grad=True)
+    rollout = torch.tensor([[-1.5, -1.0, -2.0]])
+    w = truncated_importance_weight(learner, rollout, cap=2.0)
+    # exp(0.5) = 1.6487, exp(-1) = 0.3679, exp(1) = 2.718 capped at 2
+    assert w.tolist()[0] == pytest.approx([math.exp(0.5), math.exp(-1.0), 2.0])
+    assert not w.requires_grad  # a weight on the loss, not a path for gradients
+
+
+def test_step_statistics_add_up_but_maxima_take_the_max():
+    from rl_system.training import merge_stats, tis_cap
+    from rl_system.config import load_config
+
+    totals = merge_stats({}, {"tokens": 3.0, "behaviour_logprob_abs_diff_max": 0.2})
+    merge_stats(totals, {"tokens": 4.0, "behaviour_logprob_abs_diff_max": 0.1})
+    assert totals == {"tokens": 7.0, "behaviour_logprob_abs_diff_max": 0.2}
+    assert tis_cap(load_config("configs/r1_zero.yaml")) == 0.0  # HF: the rollout runs the learner's model code
+    assert tis_cap(load_config("configs/r1_zero.yaml", ["rollout.backend=vllm", "rollout.num_gpus=1"])) == 2.0
+    assert tis_cap(load_config("configs/r1_zero.yaml", ["learner.tis_cap=5"])) == 5.0
 
 
 def test_kl_k3_hand_computed_and_nonnegative():

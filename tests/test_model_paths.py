@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from rl_system.models import load_model, load_tokenizer
 from rl_system.rollout import SamplingParams, generate_groups, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs, flatten_groups, grpo_loss
 from rl_system.weights import (SLOT_HEADER_BYTES, PublishSlots, SharedWeightsReader, WeightSyncError,
-                               load_packed_weights, pack_weights)
+                               load_packed_weights, pack_weights, slot_reference)
 
 PROBLEMS = [Problem(0, "What is 1 + 2?", "3"), Problem(1, "What is 4 - 9?", "-5")]
 
@@ -156,6 +157,21 @@ def test_publish_slots_alternate_and_readers_map_them_in_place(tiny_model_dir):
         reader.read({**first, "data": None})
     with pytest.raises(ValueError, match=rf"expected bfloat16 \({size},\)"):
         pack_weights(model.named_parameters(), version=4, dtype="bfloat16", out=torch.empty(size - 1, dtype=torch.bfloat16))
+
+
+def test_a_far_publish_is_stored_in_a_local_slot_for_another_process(tiny_model_dir):
+    """A rollout worker off the learner's node gets a publish's bytes through the object store and
+    stores them in a slot of its own, which its vLLM engine maps by path (slot_reference: no bytes)."""
+    model = load_model(tiny_model_dir)
+    size = sum(p.numel() for p in model.parameters())
+    far = pack_weights(model.named_parameters(), version=7, dtype="bfloat16")  # as the object store gives it
+    local = PublishSlots(size, "bfloat16").store(far)
+    reference = slot_reference(local)
+    assert set(reference) == {"version", "dtype", "manifest", "shared_path"} and reference["version"] == 7
+    seen = SharedWeightsReader().read(reference)
+    assert np.array_equal(seen["data"], far["data"])
+    with pytest.raises(WeightSyncError, match="holds version 7, expected 9"):
+        SharedWeightsReader().read({**reference, "version": 9})
 
 
 def test_shared_buffer_load_makes_parameters_views_of_the_buffer(tiny_model_dir):

@@ -39,6 +39,16 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
     return torch.maximum(unclipped, clipped), (clipped > unclipped).float()
 
 
+def truncated_importance_weight(learner_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor,
+                                cap: float) -> torch.Tensor:
+    """Truncated importance sampling (TIS): min(pi_learner_old / pi_rollout, cap) per token, detached.
+
+    The rollout engine (vLLM's kernels, bf16) does not sample from exactly the policy the learner
+    computes; weighting the loss by this ratio corrects the gradient for that, and the cap bounds
+    its variance where the two disagree most."""
+    return torch.exp(learner_logprobs.detach() - rollout_logprobs).clamp(max=cap)
+
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(policy || ref): exp(ref - lp) - (ref - lp) - 1, >= 0."""
     log_ratio = ref_logprobs - logprobs

@@ -17,9 +17,25 @@ def dtype_from_name(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def pick_device(num_gpus: float) -> torch.device:
-    """A GPU only when the actor was given one and one is visible; never a hard-coded cuda."""
-    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+def pick_device(num_gpus: float, gpu_index: int = 0) -> torch.device:
+    """cuda:`gpu_index` when the role asked for a GPU and one is visible, else the CPU."""
+    return torch.device("cuda", gpu_index) if num_gpus > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+def visible_gpu_index(assigned_ids: list, cuda_visible_devices: str | None) -> int:
+    """This process's GPU as an index among the GPUs it can see: the `cuda:i` it must use and
+    DeepSpeed's LOCAL_RANK. Ray assigns GPU ids per actor and sets CUDA_VISIBLE_DEVICES to them, so
+    on a node an actor given GPU 3 sees it as cuda:0; only when visibility is not narrowed (Ray told
+    not to set CUDA_VISIBLE_DEVICES) is the physical id the index. No GPU assigned: 0."""
+    if not assigned_ids:
+        return 0
+    first = str(assigned_ids[0])
+    visible = [d.strip() for d in (cuda_visible_devices or "").split(",") if d.strip()]
+    if not visible:
+        return int(first)
+    if first not in visible:
+        raise RuntimeError(f"GPU {first} assigned by Ray is not among CUDA_VISIBLE_DEVICES={cuda_visible_devices}")
+    return visible.index(first)
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

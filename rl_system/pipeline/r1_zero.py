@@ -143,7 +143,12 @@ def step_metrics(summaries: list[dict], learner: dict, seconds: dict, lags: list
     tokens = learner["tokens"]
     m["loss"] = learner["loss"]
     m["clip_fraction"] = learner["clipped_tokens"] / max(tokens, 1)
+    # Rollout vs learner log-probs of the same tokens: numerics (or an engine) that drift apart.
     m["behaviour_logprob_abs_diff"] = learner["behaviour_logprob_abs_diff"] / max(tokens, 1)
+    m["behaviour_logprob_abs_diff_max"] = learner["behaviour_logprob_abs_diff_max"]
+    if "tis_weight" in learner:
+        m["tis/mean_weight"] = learner["tis_weight"] / max(tokens, 1)
+        m["tis/capped_fraction"] = learner["tis_capped_tokens"] / max(tokens, 1)
     if "kl" in learner:
         m["kl"] = learner["kl"] / max(tokens, 1)
     m["grad_norm"] = learner["grad_norm"]

@@ -1,0 +1,59 @@
+"""Generation throughput, HF backend vs vLLM backend, side by side in one run on the demo's prompts:
+the demo model in the demo's rollout dtype, G samples of at most max_new_tokens per prompt, stop at
+`</answer>`, one rollout worker's share of a step (prompts_per_step / num_workers prompts a call) and
+a larger call (--big prompts). Both backends sample in this process with the same torch threads;
+tokens/s over --repeats calls after one warm-up call. Engine start-up is reported apart.
+
+    python benchmarks/vllm_vs_hf.py [--repeats 3] [--big 32] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _common import demo_config
+
+from rl_system.data import load_splits
+from rl_system.models import load_policy, load_tokenizer
+from rl_system.rollout import sample_batch, sampling_params
+from rl_system.rollout_vllm import VLLMSampler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--big", type=int, default=32, help="prompts in the larger call")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = demo_config([])
+    tokenizer = load_tokenizer(cfg.model.path)
+    train = load_splits(cfg.data)[0]
+    per_worker = cfg.prompts_per_step // cfg.rollout.num_workers
+    hf_model = load_policy(cfg.model, cfg.rollout.dtype, torch.device("cpu")).eval()
+    start = time.perf_counter()
+    engine = VLLMSampler(cfg, tokenizer, seed=0)
+    engine_start_s = time.perf_counter() - start
+    params = sampling_params(cfg)
+    print(f"demo model {cfg.model.path}, {cfg.rollout.dtype}, G={params.n}, max {params.max_new_tokens} tokens, "
+          f"{args.threads} torch threads; vLLM engine start {engine_start_s:.1f} s")
+    print("| prompts a call | backend | tokens/s | s a call | vLLM / HF |")
+    print("|---|---|---|---|---|")
+    for prompts in (per_worker, args.big):
+        problems = train[:prompts]
+        rates = {}
+        for name, generate in (("hf", lambda: sample_batch(hf_model, tokenizer, cfg, problems, 0)),
+                               ("vllm", lambda: engine.generate_groups(problems, params, 0))):
+            generate()  # warm-up: first calls allocate and fault in pages
+            tokens, start = 0, time.perf_counter()
+            for _ in range(args.repeats):
+                tokens += sum(len(ids) for g in generate() for ids in g.completion_ids)
+            seconds = (time.perf_counter() - start) / args.repeats
+            rates[name] = tokens / args.repeats / seconds
+            ratio = f"{rates['vllm'] / rates['hf']:.2f}x" if name == "vllm" else ""
+            print(f"| {prompts} | {name} | {rates[name]:.0f} | {seconds:.2f} | {ratio} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
