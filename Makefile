@@ -39,6 +39,7 @@ bench: $(MODEL)/config.json  ## ratios measured side by side; results and machin
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/shared_prompt.py
 	$(PY) benchmarks/vllm_vs_hf.py
+	$(PY) benchmarks/logprob_memory.py
 	$(PY) benchmarks/weight_sync.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/async_vs_sync.py

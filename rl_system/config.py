@@ -140,6 +140,12 @@ class LearnerConfig:
     tis_cap: float | None = None
     autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
     share_prompt: bool = True  # run each distinct prompt once per micro-batch, its completions on its KV cache
+    # Log-probs through the output layer this many tokens at a time (0: all at once). Keeps the
+    # (batch, length, vocab) logits out of memory: what long completions and large vocabularies need.
+    logprob_chunk_tokens: int = 0
+    # Recompute each layer's activations in backward instead of keeping them (transformers'
+    # gradient checkpointing); it needs the prompt run per row (share_prompt: false), no KV cache.
+    gradient_checkpointing: bool = False
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
     placement_strategy: str = "PACK"  # of the ranks' placement group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     num_cpus: float = 1.0
@@ -385,6 +391,11 @@ def _validate(c: TrainConfig) -> None:
            "an integer >= 1 with mode=async (how many batches generation runs ahead)", c.max_staleness)
     _check(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0", c.checkpoint_every)
     _check(c.learner.beta >= 0, "learner.beta", "a number >= 0", c.learner.beta)
+    _check(not (c.learner.gradient_checkpointing and c.learner.share_prompt), "learner.share_prompt",
+           "false with learner.gradient_checkpointing (a checkpointed forward keeps no KV cache to share)",
+           c.learner.share_prompt)
+    _check(c.learner.logprob_chunk_tokens >= 0, "learner.logprob_chunk_tokens", "an integer >= 0 (0: no chunks)",
+           c.learner.logprob_chunk_tokens)
     _check(c.learner.tis_cap is None or c.learner.tis_cap == 0 or c.learner.tis_cap >= 1, "learner.tis_cap",
            "0 (off), a cap >= 1, or null (2.0 with rollout.backend=vllm, else off)", c.learner.tis_cap)
     _check(c.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "0, 1, 2 or 3", c.learner.zero_stage)

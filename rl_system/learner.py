@@ -114,6 +114,8 @@ class Learner:
         cfg = self.cfg
         model = load_policy(cfg.model, "float32", self.device)
         model.config.use_cache = False
+        if cfg.learner.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lc = cfg.learner
         per_rank = cfg.prompts_per_step * cfg.rollout.group_size // self.world_size
         ds_config = deepspeed_config(
@@ -130,23 +132,36 @@ class Learner:
         self.autocast = None if ad == "float32" else dtype_from_name(ad)
 
     def train(self, groups: list[PromptGroup]) -> dict:
-        """One optimiser step over the whole batch; this rank takes its contiguous shard."""
+        """Exactly one optimiser step over the whole batch, whatever its size; this rank takes its
+        contiguous shard. Every rank gets the same batch, so an empty one is skipped by all alike:
+        no step, and the policy version stays."""
         cfg, lc = self.cfg, self.cfg.learner
         samples = flatten_groups(groups, lc.std_norm)
+        if not samples:
+            return {"sequences": 0}
         normalizer = batch_normalizer(samples, lc.loss_agg, cfg.rollout.max_new_tokens)
         lo, hi = shard_bounds(len(samples), self.rank, self.world_size)
         shard = samples[lo:hi]
+        # ZeRO-2 reduces gradients in every backward, a collective: every rank runs the micro-batches
+        # the largest shard needs, a shorter one padding with zero-weight copies of a sample.
+        largest_shard = -(-len(samples) // self.world_size)
+        micro_batches = -(-largest_shard // lc.micro_batch_size)
         totals: dict[str, float] = {}
         self.engine.train()
-        for start in range(0, len(shard), lc.micro_batch_size):
-            batch = collate(shard[start:start + lc.micro_batch_size], self.pad_id, self.device)
+        for i in range(micro_batches):
+            part = shard[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
+            # Gradients accumulate up to the last micro-batch, whatever number DeepSpeed was set up
+            # for; engine.step() then applies them as one step.
+            self.engine.set_gradient_accumulation_boundary(i == micro_batches - 1)
+            batch = collate(part or samples[:1], self.pad_id, self.device)
             loss, stats = grpo_loss(self.engine, self.ref_model, batch, lc, normalizer, self.version,
                                     cfg.rollout.temperature, self.autocast, tis_cap(cfg))
             # DeepSpeed averages gradients over ranks; the loss is already this rank's share of a
             # global sum, so scale back up instead of letting the mean shrink it.
-            self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            self.engine.step()
-            merge_stats(totals, stats)
+            self.engine.backward(loss * (self.world_size if part else 0.0), scale_wrt_gas=False)
+            if part:
+                merge_stats(totals, stats)
+        self.engine.step()
         self.version += 1
         totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         totals["sequences"] = len(shard)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from rl_system.algorithms.grpo import (
-    aggregate_loss, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer, token_logprobs,
-    truncated_importance_weight,
+    aggregate_loss, chunked_token_logprobs, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer,
+    token_logprobs, truncated_importance_weight,
 )
 from rl_system.config import LearnerConfig
 from rl_system.types import PromptGroup
@@ -72,28 +72,45 @@ def padded_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bool = True) -> torch.Tensor:
+def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bool = True,
+                        chunk_tokens: int = 0) -> torch.Tensor:
     """log p of every completion token. `share_prompt` runs each distinct prompt once and continues
     all its completions from that prompt's KV cache, so a group of G completions costs one prompt
     forward instead of G (gradients flow back through the shared cache); otherwise each row runs
-    prompt + completion in one forward."""
+    prompt + completion in one forward. `chunk_tokens` > 0 stops the model at its hidden states and
+    takes the output layer a chunk of tokens at a time (chunked_token_logprobs): no (batch, length,
+    vocab) logits."""
     index, prompt_mask, targets = batch["prompt_index"], batch["prompt_mask"], batch["targets"]
     p_len, c_len = prompt_mask.shape[1], targets.shape[1]
     attention = torch.cat([prompt_mask[index], batch["mask"].long()], dim=1)
     positions = padded_positions(attention)
+    causal_lm = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+    decoder = causal_lm.get_decoder() if chunk_tokens else None
+
+    def last_states(keep: int, **inputs):
+        """The last `keep` positions' logits, or hidden states when chunking: (batch, keep, .), and the output."""
+        if decoder is None:
+            out = model(**inputs, logits_to_keep=keep)
+            return out.logits, out
+        out = decoder(**inputs)
+        return out.last_hidden_state[:, -keep:], out
+
     if share_prompt:
-        prompt = model(input_ids=batch["prompt_ids"], attention_mask=prompt_mask,
-                       position_ids=padded_positions(prompt_mask), logits_to_keep=1, use_cache=True)
+        prompt_last, prompt = last_states(1, input_ids=batch["prompt_ids"], attention_mask=prompt_mask,
+                                          position_ids=padded_positions(prompt_mask), use_cache=True)
         cache = prompt.past_key_values
         cache.batch_select_indices(index)
-        logits = model(input_ids=targets, attention_mask=attention, position_ids=positions[:, p_len:],
-                       past_key_values=cache, use_cache=True).logits
-        logits = torch.cat([prompt.logits[index], logits[:, :-1]], dim=1)  # the last prompt token predicts the first
+        states, _ = last_states(c_len, input_ids=targets, attention_mask=attention, position_ids=positions[:, p_len:],
+                                past_key_values=cache, use_cache=True)
+        states = torch.cat([prompt_last[index], states[:, :-1]], dim=1)  # the last prompt token predicts the first
     else:
         input_ids = torch.cat([batch["prompt_ids"][index], targets], dim=1)
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                       logits_to_keep=c_len + 1, use_cache=False).logits[:, :-1]
-    return token_logprobs(logits, targets, temperature)
+        states, _ = last_states(c_len + 1, input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                use_cache=False)
+        states = states[:, :-1]
+    if decoder is None:
+        return token_logprobs(states, targets, temperature)
+    return chunked_token_logprobs(states, causal_lm.get_output_embeddings(), targets, temperature, chunk_tokens)
 
 
 def grpo_loss(model, ref_model, batch: dict, cfg: LearnerConfig, normalizer: float, learner_version: int,
@@ -108,11 +125,12 @@ def grpo_loss(model, ref_model, batch: dict, cfg: LearnerConfig, normalizer: flo
     """
     device_type = batch["targets"].device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logprobs = completion_logprobs(model, batch, temperature, cfg.share_prompt)
+        logprobs = completion_logprobs(model, batch, temperature, cfg.share_prompt, cfg.logprob_chunk_tokens)
         ref_logprobs = None
         if cfg.beta > 0:
             with torch.no_grad():
-                ref_logprobs = completion_logprobs(ref_model, batch, temperature, cfg.share_prompt)
+                ref_logprobs = completion_logprobs(ref_model, batch, temperature, cfg.share_prompt,
+                                                   cfg.logprob_chunk_tokens)
     on_policy = (batch["policy_version"] == learner_version).unsqueeze(-1)
     old = torch.where(on_policy, logprobs.detach(), batch["behaviour_logprobs"])
     per_token, clipped = clipped_policy_loss(logprobs, old, batch["advantages"], cfg.epsilon_low, cfg.epsilon_high)
@@ -154,8 +172,8 @@ def tis_cap(cfg) -> float:
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
-    per_rank = n // world
-    return rank * per_rank, (rank + 1) * per_rank
+    """This rank's contiguous share of n samples: shares differ by one at most, and none is left out."""
+    return rank * n // world, (rank + 1) * n // world
 
 
 def batch_normalizer(samples: list[Sample], mode: str, max_new_tokens: int) -> float:

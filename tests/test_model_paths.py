@@ -63,14 +63,16 @@ def test_shared_prompt_forward_matches_the_full_forward(tiny_model_dir):
     batch = collate(samples, tok.pad_token_id, torch.device("cpu"))
     assert batch["prompt_ids"].shape[0] == 2 and batch["prompt_index"].tolist() == [0, 1, 0, 1, 0, 1]
     results = []
-    for share in (True, False):
+    # Each way, and each with the output layer taken 5 tokens at a time (learner.logprob_chunk_tokens).
+    for share, chunk in ((True, 0), (False, 0), (True, 5), (False, 5)):
         model = load_model(tiny_model_dir)
-        lp = completion_logprobs(model, batch, 0.9, share_prompt=share)
+        lp = completion_logprobs(model, batch, 0.9, share_prompt=share, chunk_tokens=chunk)
         (lp * batch["mask"]).sum().backward()
         results.append((lp.detach() * batch["mask"], [p.grad for p in model.parameters()]))
-    (shared, shared_grads), (full, full_grads) = results
-    assert torch.allclose(shared, full, atol=1e-5)
-    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(shared_grads, full_grads))  # fp32 summation order
+    (shared, shared_grads), *others = results
+    for full, full_grads in others:
+        assert torch.allclose(shared, full, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(shared_grads, full_grads))  # fp32 summation order
 
 
 def test_shared_prompt_cache_samples_what_generate_samples(model_and_tokenizer):

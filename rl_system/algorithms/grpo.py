@@ -85,6 +85,24 @@ def loss_normalizer(mode: str, completion_lengths: list[int], max_completion_len
     raise ValueError(f"learner.loss_agg '{mode}': unknown aggregation")
 
 
+def chunked_token_logprobs(hidden: torch.Tensor, lm_head, tokens: torch.Tensor, temperature: float = 1.0,
+                           chunk_tokens: int = 512) -> torch.Tensor:
+    """token_logprobs(lm_head(hidden), tokens) without the (batch, length, vocab) logits: the tokens
+    go through the output layer `chunk_tokens` at a time, each chunk under activation checkpointing,
+    so forward and backward hold one chunk's logits at a time (recomputed in backward) instead of
+    every position's, in the autocast dtype and again in fp32. hidden (B, T, H), tokens (B, T)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_logprobs(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return token_logprobs(lm_head(h), t, temperature)
+
+    flat_hidden, flat_tokens = hidden.reshape(-1, hidden.shape[-1]), tokens.reshape(-1)
+    parts = [checkpoint(chunk_logprobs, flat_hidden[i:i + chunk_tokens], flat_tokens[i:i + chunk_tokens],
+                        use_reentrant=False)
+             for i in range(0, flat_tokens.numel(), chunk_tokens)]
+    return torch.cat(parts).reshape(tokens.shape) if parts else torch.zeros(tokens.shape)
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(token) under softmax(logits / temperature); logits (B, T, V), tokens (B, T)."""
     logits = logits.float() / temperature
