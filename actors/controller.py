@@ -96,7 +96,7 @@ class RayWorkers:
                                           ready_timeout_s=timeout)
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
                                   strategy="SPREAD", max_restarts=restarts, ready_timeout_s=timeout)
-        self.reward_models = [ModelRewardPool(m) for m in wc.models]
+        self.reward_models = [ModelRewardPool(m, max_restarts=restarts) for m in wc.models]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
         if self.learners:
             addr, port = ray.get(self.learners.actors[0].master_address.remote())
@@ -185,8 +185,9 @@ class RayWorkers:
             self.metrics.actor_call(call.name, call.method, time.monotonic() - call.submitted)
         return finished
 
-    def buffer_add(self, scored: list, summaries: list[dict]) -> None:
-        ray.get([self.buffer.add.remote(s["key"], s["key"][1], [ref]) for ref, s in zip(scored, summaries)])
+    def buffer_add(self, keys: list[int], scored: list, summaries: list[dict]) -> None:
+        ray.get([self.buffer.add.remote(key, summary["policy_version"], [ref])
+                 for key, ref, summary in zip(keys, scored, summaries)])
 
     def buffer_sample(self, n: int, learner_version: int) -> tuple[list, list[int]]:
         """A leased batch, [(key, [group ref])], and each group's lag in versions."""

@@ -23,7 +23,7 @@ class ActorGroup:
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  memory: float = 0.0, resources: dict | None = None, strategy: str = "PACK",
-                 max_restarts: int = 0, ready_timeout_s: float = 600.0, **kwargs):
+                 max_restarts: int = 0, max_task_retries: int = 0, ready_timeout_s: float = 600.0, **kwargs):
         self.role = role
         bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
         self.placement_group = placement_group([bundle] * n, strategy=strategy, name=f"{role}-pg")
@@ -36,7 +36,8 @@ class ActorGroup:
                                   f"num_cpus or add nodes") from None
         self.actors = [
             actor_cls.options(
-                name=f"{role}-{i}", max_restarts=max_restarts, **actor_options(num_cpus, num_gpus, memory, resources),
+                name=f"{role}-{i}", max_restarts=max_restarts, max_task_retries=max_task_retries,
+                **actor_options(num_cpus, num_gpus, memory, resources),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
             ).remote(*args, i, **kwargs)
             for i in range(n)

@@ -75,20 +75,30 @@ class ModelRewardWorker:
 
 class ModelRewardPool:
     """Replicas of one learned reward behind one handle: a batch of groups is cut into one chunk
-    per replica, and each chunk goes to the replica with the fewest calls still in flight."""
+    per replica, and each chunk goes to the live replica with the fewest calls still in flight.
 
-    def __init__(self, cfg: RewardModelConfig):
+    A replica whose process dies is restarted by Ray (up to `max_restarts` times) and the calls it
+    had run again there (the scores are a pure function of the groups); calls wait for the restart
+    rather than fail, and new chunks go to the other replicas meanwhile, which hold fewer calls. A
+    replica dead for good (restarts spent) gets no chunks once one of its calls has failed."""
+
+    def __init__(self, cfg: RewardModelConfig, max_restarts: int = 0):
         self.cfg = cfg
         self.replicas = ActorGroup(ModelRewardWorker, f"reward-model-{cfg.name}", cfg.replicas, cfg, cfg.replicas,
-                                   num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, strategy="SPREAD")
+                                   num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, strategy="SPREAD",
+                                   max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0)
         self.in_flight: list[list] = [[] for _ in range(cfg.replicas)]
+        self.dead: set[int] = set()  # replicas whose calls fail: dead for good
 
     def _least_loaded(self) -> int:
-        for calls in self.in_flight:
+        for i, calls in enumerate(self.in_flight):
             if calls:
-                done, _ = ray.wait(calls, num_returns=len(calls), timeout=0, fetch_local=False)
-                calls[:] = [c for c in calls if c not in done]
-        return min(range(len(self.in_flight)), key=lambda i: len(self.in_flight[i]))
+                done, pending = ray.wait(calls, num_returns=len(calls), timeout=0, fetch_local=False)
+                calls[:] = pending
+                if done and i not in self.dead and _actor_died(done[-1]):
+                    self.dead.add(i)
+        live = [i for i in range(len(self.in_flight)) if i not in self.dead] or range(len(self.in_flight))
+        return min(live, key=lambda i: len(self.in_flight[i]))
 
     def score(self, group_refs: list) -> list:
         """One ref per group, each resolving to that group's list of scores."""
@@ -108,3 +118,14 @@ class ModelRewardPool:
 
     def kill(self) -> None:
         self.replicas.kill()
+
+
+def _actor_died(ref: ray.ObjectRef) -> bool:
+    """Whether a finished call failed because its actor is dead for good (a small result: scores)."""
+    try:
+        ray.get(ref)
+        return False
+    except ray.exceptions.ActorDiedError:
+        return True
+    except ray.exceptions.RayError:  # the call itself failed (e.g. the model raised): the replica lives
+        return False

@@ -6,7 +6,12 @@ log-probs of the tokens it sampled are held against the learner's (a stale or ga
 as a large gap), and at the end every worker must hold the learner's version. Prints tokens/s and
 the log-prob mismatch per step; exits non-zero on any failure, and with 2 when there is no GPU.
 
+`--local MODEL DATA`: for a GPU machine without Ray or vLLM (no package index to install them
+from): the same driver loop in one process (rl_system.local.LocalWorkers: a DeepSpeed rank with
+NCCL and the HF rollout model on the GPU), on a given model directory and json/jsonl problem file.
+
     python benchmarks/gpu_check.py [--steps 3] [--backends hf,vllm]
+    python benchmarks/gpu_check.py --local MODEL_DIR PROBLEMS.jsonl
 """
 from __future__ import annotations
 
@@ -15,17 +20,19 @@ import json
 import sys
 import time
 
-import ray
 import torch
-from _common import demo_config
 
-from actors.controller import RayWorkers, connect
 from rl_system.pipeline import r1_zero
 
 MAX_MEAN_MISMATCH = 0.05  # nats per token, rollout (bf16) vs learner (fp32 master weights, bf16 autocast)
 
 
 def check_backend(backend: str, steps: int, output: str) -> list[str]:
+    import ray
+    from _common import demo_config
+
+    from actors.controller import RayWorkers, connect
+
     cfg = demo_config([f"rollout.backend={backend}", f"num_steps={steps}", f"output_dir={output}/{backend}",
                        "learner.num_ranks=1", "learner.num_gpus=0.5", "learner.micro_batch_size=32",
                        "rollout.num_workers=1", "rollout.num_gpus=0.4", "rollout.gpu_memory_utilization=0.3",
@@ -42,17 +49,55 @@ def check_backend(backend: str, steps: int, output: str) -> list[str]:
         workers.shutdown()
     finally:
         ray.shutdown()
-    lines = [json.loads(line) for line in open(f"{output}/{backend}/metrics.jsonl")]
+    return failures + check_metrics(backend, f"{output}/{backend}", steps, wall)
+
+
+def check_local(model: str, data: str, steps: int, output: str) -> list[str]:
+    from rl_system.config import load_config
+    from rl_system.local import LocalWorkers
+
+    cfg = load_config("configs/r1_zero.yaml", [
+        f"model.path={model}", "data.source=file", f"data.path={data}", "data.num_eval=4", f"num_steps={steps}",
+        f"output_dir={output}/local", "learner.num_ranks=1", "learner.num_gpus=1", "learner.micro_batch_size=32",
+        "rollout.num_gpus=1", "eval_before=false", "eval_after=false", "checkpoint_every=0",
+        "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]"])
+    workers = LocalWorkers(cfg)
+    try:
+        print(f"learner on {workers.learner.device}, rollout on {workers.device}", flush=True)
+        start = time.perf_counter()
+        r1_zero.train(cfg, workers)
+        wall = time.perf_counter() - start
+        failures = [] if workers.policy_version == steps else [
+            f"local: the rollout model holds version {workers.policy_version}, expected {steps}"]
+        failures += check_engine_autocast(workers.learner.engine, cfg.learner.autocast_dtype)
+    finally:
+        workers.shutdown()
+    return failures + check_metrics("local", f"{output}/local", steps, wall)
+
+
+def check_engine_autocast(engine, dtype: str) -> list[str]:
+    """The learner's forward runs under torch.autocast: its logits must come out in that dtype."""
+    with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, dtype)):
+        logits = engine(input_ids=torch.tensor([[1, 2, 3]], device=engine.device)).logits
+    print(f"learner forward under {dtype} autocast gives {logits.dtype} logits", flush=True)
+    return [] if logits.dtype == getattr(torch, dtype) else [
+        f"the learner's forward ignored {dtype} autocast ({logits.dtype} logits): DeepSpeed turned it off"]
+
+
+def check_metrics(name: str, run_dir: str, steps: int, wall: float) -> list[str]:
+    """Per step: tokens/s and the rollout-vs-learner log-prob gap, which a stale publish would blow up."""
+    failures = []
+    lines = [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
     for m in lines:
-        print(f"{backend} step {m['step']}: generate {m['tokens_per_s/generate']:.0f} tokens/s, "
+        print(f"{name} step {m['step']}: {m['tokens_per_s/step']:.0f} tokens/s over the step, "
               f"|rollout - learner| log-prob mean {m['behaviour_logprob_abs_diff']:.4f} "
               f"max {m['behaviour_logprob_abs_diff_max']:.4f}, loss {m['loss']:+.4f}", flush=True)
         if not m["behaviour_logprob_abs_diff"] < MAX_MEAN_MISMATCH:
-            failures.append(f"{backend} step {m['step']}: rollout and learner log-probs differ by "
+            failures.append(f"{name} step {m['step']}: rollout and learner log-probs differ by "
                             f"{m['behaviour_logprob_abs_diff']:.4f} a token (> {MAX_MEAN_MISMATCH}): stale weights?")
     if len(lines) != steps:
-        failures.append(f"{backend}: {len(lines)} steps logged, expected {steps}")
-    print(f"{backend}: {steps} steps in {wall:.0f} s", flush=True)
+        failures.append(f"{name}: {len(lines)} steps logged, expected {steps}")
+    print(f"{name}: {steps} steps in {wall:.0f} s", flush=True)
     return failures
 
 
@@ -61,6 +106,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--backends", default="hf,vllm")
     parser.add_argument("--output", default="runs/gpu_check")
+    parser.add_argument("--local", nargs=2, metavar=("MODEL", "DATA"), help="one process, no Ray or vLLM")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu-check: no GPU visible to torch on this machine (torch.cuda.is_available() is False); "
@@ -68,8 +114,11 @@ def main() -> int:
         return 2
     print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     failures = []
-    for backend in args.backends.split(","):
-        failures += check_backend(backend, args.steps, args.output)
+    if args.local:
+        failures += check_local(*args.local, args.steps, args.output)
+    else:
+        for backend in args.backends.split(","):
+            failures += check_backend(backend, args.steps, args.output)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     print("gpu-check: " + ("FAILED" if failures else "passed"), flush=True)

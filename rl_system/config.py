@@ -81,6 +81,10 @@ class RewardConfig:
     models: tuple[RewardModelConfig, ...] = ()  # learned rewards, mixed with the functions by weight
     timeout_s: float = 30.0  # per call of one reward function on one group
     failure_score: float = 0.0  # score given when a reward function raises or times out
+    # A run stops (one line naming the reward) once one reward scored failure_score on more than this
+    # share of a step's completions in max_failing_steps steps in a row; 1.0 never stops it.
+    max_failure_fraction: float = 0.5
+    max_failing_steps: int = 3
     num_workers: int = 1
     num_cpus: float = 0.5
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
@@ -472,6 +476,9 @@ def _validate_ranges(c: TrainConfig) -> None:
                        "r1.all_scenario_rl_steps": c.r1.all_scenario_rl_steps, "r1.hh_rm_epochs": c.r1.hh_rm_epochs,
                        "r1.general_prompts": c.r1.general_prompts}.items():
         _check(value > 0, key, "a positive integer", value)
+    _check(0 <= c.reward.max_failure_fraction <= 1, "reward.max_failure_fraction", "a share in [0, 1] (1: never stop)",
+           c.reward.max_failure_fraction)
+    _check(c.reward.max_failing_steps > 0, "reward.max_failing_steps", "a positive integer", c.reward.max_failing_steps)
     for i, m in enumerate(c.reward.models):
         _check(m.timeout_s > 0, f"reward.models[{i}].timeout_s", "a positive number", m.timeout_s)
         _check(m.num_cpus >= 0 and m.num_gpus >= 0, f"reward.models[{i}].num_cpus/num_gpus", "numbers >= 0",

@@ -19,8 +19,11 @@ from rl_system.weights import PublishSlots
 
 def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
                      lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                     overrides: dict | None = None) -> dict:
-    """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it."""
+                     overrides: dict | None = None, torch_autocast: str = "") -> dict:
+    """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it.
+    `torch_autocast` (a dtype name) lets torch's autocast act inside the engine's forward: on CUDA,
+    DeepSpeed 0.19 turns an autocast the caller opened off there unless this section asks for it
+    (seen on an H200: the learner then ran in fp32)."""
     ds = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -33,6 +36,8 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if torch_autocast:
+        ds["torch_autocast"] = {"enabled": True, "dtype": torch_autocast}
     return _merge(ds, overrides or {})
 
 
@@ -121,7 +126,9 @@ class Learner:
         ds_config = deepspeed_config(
             micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
             world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
-            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed)
+            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed,
+            # CPU autocast is left alone by DeepSpeed (it checks CUDA's), so only CUDA needs the section.
+            torch_autocast=lc.autocast_dtype if self.device.type == "cuda" and lc.autocast_dtype != "float32" else "")
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
         self.ref_model = None
         if cfg.learner.beta > 0:

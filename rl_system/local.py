@@ -50,9 +50,9 @@ class LocalWorkers:
         results = [self.scorer.score(group) for group in rollouts]
         return [scored for scored, _ in results], [summary for _, summary in results]
 
-    def buffer_add(self, scored: list, summaries: list[dict]) -> None:
-        for group, summary in zip(scored, summaries):
-            self.ledger.add(summary["key"], summary["key"][1], group)
+    def buffer_add(self, keys: list[int], scored: list, summaries: list[dict]) -> None:
+        for key, group, summary in zip(keys, scored, summaries):
+            self.ledger.add(key, summary["policy_version"], group)
 
     def buffer_sample(self, n: int, learner_version: int) -> tuple[list, list[int]]:
         return self.ledger.sample(n, learner_version), self.ledger.last_sample_lags

@@ -20,18 +20,15 @@ class PromptGroup:
     rewards: dict[str, list[float]] = field(default_factory=dict)  # per reward function
     total_rewards: list[float] = field(default_factory=list)
     reward_failures: dict[str, int] = field(default_factory=dict)
+    reward_errors: dict[str, str] = field(default_factory=dict)  # per failed reward: why, in one line
     score_s: float = 0.0
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.problem.problem_id, self.policy_version)
 
 
 def group_summary(group: PromptGroup) -> dict:
     """The small per-group numbers the driver logs, so it never needs the token payload."""
     lengths = [len(c) for c in group.completion_ids]
     return {
-        "key": group.key,
+        "policy_version": group.policy_version,
         "rewards": {name: sum(v) / len(v) for name, v in group.rewards.items()},
         "scores": {name: list(v) for name, v in group.rewards.items()},  # per completion
         "total_reward": sum(group.total_rewards) / len(group.total_rewards),
@@ -42,6 +39,7 @@ def group_summary(group: PromptGroup) -> dict:
         "truncated": sum(group.truncated) / len(group.truncated),
         "reward_std": _std(group.total_rewards),
         "reward_failures": dict(group.reward_failures),
+        "reward_errors": dict(group.reward_errors),
         "generate_s": group.generate_s,
         "score_s": group.score_s,
     }

@@ -1,7 +1,8 @@
 import json
+import random
 
 from rl_system.config import DataConfig
-from rl_system.data import PromptSampler, format_prompt, load_splits
+from rl_system.data import Problem, PromptSampler, format_prompt, load_splits
 
 
 def test_reasoning_gym_splits_are_deterministic_and_disjoint():
@@ -37,6 +38,34 @@ def test_sampler_walks_epochs_and_resumes_from_cursor():
     nxt = sampler.next_batch(3)
     resumed = PromptSampler(problems, seed=1, cursor=10).next_batch(3)
     assert [p.problem_id for p in nxt] == [p.problem_id for p in resumed]
+
+
+def drawn_one_shuffle_per_prompt(problems: list[Problem], seed: int, cursor: int, n: int) -> list[int]:
+    """The problem ids PromptSampler drew before it kept each epoch's order: a shuffle per prompt."""
+    ids = []
+    for position in range(cursor, cursor + n):
+        epoch, pos = divmod(position, len(problems))
+        order = list(range(len(problems)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        ids.append(problems[order[pos]].problem_id)
+    return ids
+
+
+def test_sampler_shuffles_once_per_epoch_and_keeps_its_order(monkeypatch):
+    shuffled = []
+    shuffle = random.Random.shuffle
+    monkeypatch.setattr(random.Random, "shuffle", lambda self, x: (shuffled.append(len(x)), shuffle(self, x))[1])
+    big = [Problem(i, f"q{i}", "0") for i in range(100_000)]
+    sampler = PromptSampler(big, seed=3, cursor=99_968)
+    straddling, after = sampler.next_batch(64), sampler.next_batch(64)  # the end of epoch 0, into epoch 1
+    assert shuffled == [100_000, 100_000]  # one permutation per epoch (it was one per prompt: 128)
+    assert [p.problem_id for p in straddling + after] == drawn_one_shuffle_per_prompt(big, 3, 99_968, 128)
+
+    small = [Problem(i, f"q{i}", "0") for i in range(7)]
+    for seed, cursor in ((0, 0), (5, 4), (11, 13)):  # resumed mid-epoch, too
+        sampler = PromptSampler(small, seed, cursor)
+        drawn = [p.problem_id for size in (1, 3, 7, 10, 2, 64, 5, 200) for p in sampler.next_batch(size)]
+        assert drawn == drawn_one_shuffle_per_prompt(small, seed, cursor, len(drawn))  # 292 draws, 42 epochs
 
 
 def test_prompt_asks_for_tags_and_prefills_think(tiny_model_dir):

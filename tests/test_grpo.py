@@ -6,6 +6,7 @@ import torch
 from rl_system.algorithms.grpo import (
     aggregate_loss, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer, token_logprobs, truncated_importance_weight,
 )
+from rl_system.training import flatten_groups
 
 
 def test_group_advantages_hand_computed():
@@ -28,6 +29,13 @@ def test_group_advantages_interleaved_ids_match_per_group_loop():
         r = rewards[sel]
         expected = (r - r.mean()) / (r.std() + 1e-6) if sel.sum() > 1 else torch.zeros_like(r)
         assert torch.allclose(adv[sel], expected, atol=1e-5)
+
+
+def test_no_rewards_give_no_advantages():
+    for std_norm in (True, False):
+        adv = group_advantages(torch.tensor([]), torch.tensor([], dtype=torch.long), std_norm=std_norm)
+        assert adv.shape == (0,) and adv.dtype == torch.float32
+    assert flatten_groups([], std_norm=True) == []  # a batch without groups
 
 
 def test_clipped_loss_hand_computed():

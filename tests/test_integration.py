@@ -8,7 +8,9 @@ ray = pytest.importorskip("ray")
 
 from actors.controller import RayWorkers, connect, resolve_paths  # noqa: E402
 from rl_system.config import load_config  # noqa: E402
+from rl_system.data import load_splits  # noqa: E402
 from rl_system.pipeline import r1_zero  # noqa: E402
+from rl_system.types import PromptGroup  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +145,38 @@ def test_resume_continues_with_the_identical_next_steps(tiny_model_dir, tmp_path
     for key in ("loss", "reward/total", "completion_length", "grad_norm"):
         assert [m[key] for m in b] == [m[key] for m in a], key
     assert resumed == straight
+
+
+def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path):
+    """2 ZeRO-2 ranks, DeepSpeed set up for 4 groups of 3 (6 micro-batches of 1 sample a rank). The
+    buffer hands 2 groups (3 micro-batches a rank), then 1 (1 and 2 samples: the short rank pads with
+    a zero-weight micro-batch). Each is exactly one optimizer step on every rank that moves the weights
+    and trains every sample (stepping after the 6th micro-batch, DeepSpeed took none for either)."""
+    cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
+        f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "prompts_per_step=4",
+        "rollout.group_size=3", "learner.micro_batch_size=1", "learner.num_ranks=2", "learner.zero_stage=2",
+        "rollout.num_workers=1", "learner.lr=1e-3", "data.num_eval=4", "cluster.include_dashboard=false",
+    ]))
+    groups = [PromptGroup(problem, [5 + k] * 6, [[7] * 3, [8] * 4, [9] * 5], ["x"] * 3, [[-1.0] * n for n in (3, 4, 5)],
+                          [False] * 3, 0, total_rewards=[0.0, 1.0, 2.0])
+              for k, problem in enumerate(load_splits(cfg.data)[0][:3])]
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg)
+
+        def optimizer_steps() -> list[int]:
+            return ray.get([rank.__ray_call__.remote(lambda learner: learner.engine.global_steps)
+                            for rank in workers.learners.actors])
+
+        workers.buffer_add([0, 1, 2], [ray.put(g) for g in groups], [{"policy_version": 0}] * 3)
+        checksums, trained = [workers.learner_checksum()], []
+        for n in (2, 1):
+            batch, _ = workers.buffer_sample(n, learner_version=0)
+            trained.append(workers.train(batch)["sequences"])
+            assert optimizer_steps() == [len(trained)] * 2
+            checksums.append(workers.learner_checksum())
+        workers.shutdown()
+    finally:
+        ray.shutdown()
+    assert trained == [6, 3]
+    assert checksums[0] != checksums[1] != checksums[2]

@@ -1,20 +1,34 @@
 """The driver loop in one process (rl_system.local.LocalWorkers, no Ray): the tiny model trains,
 every group is accounted for, and the checkpoint holds what a resume needs."""
+import itertools
 import json
 import math
 
+import pytest
+
 from rl_system.config import load_config
+from rl_system.data import PromptSampler, load_splits
 from rl_system.local import LocalWorkers
 from rl_system.pipeline import r1_zero
+from rl_system.rewards.scoring import RewardFailureError
 
 
-def test_two_grpo_steps_in_one_process(tiny_model_dir, tmp_path):
-    cfg = load_config("configs/r1_zero.yaml", [
+def local_config(tiny_model_dir, tmp_path, *overrides):
+    return load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path}", "num_steps=2", "prompts_per_step=2",
         "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.num_ranks=1", "learner.micro_batch_size=4",
         "learner.lr=1e-3", "eval_before=false", "data.num_eval=4", "eval_max_new_tokens=8",
         "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
+        *overrides,
     ])
+
+
+def logged(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_grpo_steps_in_one_process(tiny_model_dir, tmp_path):
+    cfg = local_config(tiny_model_dir, tmp_path)
     workers = LocalWorkers(cfg)
     try:
         before = workers.learner.parameter_checksum()
@@ -25,9 +39,63 @@ def test_two_grpo_steps_in_one_process(tiny_model_dir, tmp_path):
     assert after != before and workers.policy_version == 2
     stats = workers.buffer_stats()
     assert stats["added"] == stats["trained"] == 4 and stats["in_flight"] == stats["size"] == 0
-    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = logged(tmp_path)
     assert [m["step"] for m in lines] == [1, 2] and all(math.isfinite(m["loss"]) for m in lines)
     assert results["after"]["num_problems"] == 4
     checkpoint = tmp_path / "checkpoint"
     assert {"model.safetensors", "trainer_state.json", "rollout_rng.safetensors", "deepspeed"} <= {
         p.name for p in checkpoint.iterdir()}
+
+
+def test_a_problem_drawn_twice_in_one_batch_trains_as_two_groups(tiny_model_dir, tmp_path):
+    """3 train problems, 2 prompts a step: step 2 draws the last problem of epoch 0 and the first of
+    epoch 1, the same one. Both groups train (they were keyed (problem, version): one was dropped)."""
+    cfg = local_config(tiny_model_dir, tmp_path, "data.num_train=3", "eval_after=false")
+    second_batch = PromptSampler(load_splits(cfg.data)[0], cfg.seed, cursor=2).next_batch(2)
+    assert second_batch[0].problem_id == second_batch[1].problem_id
+    workers = LocalWorkers(cfg)
+    try:
+        r1_zero.train(cfg, workers)
+    finally:
+        workers.shutdown()
+    stats = workers.buffer_stats()
+    assert stats["added"] == stats["trained"] == 4 and stats["dropped_duplicate"] == 0
+
+
+def test_a_step_without_groups_to_train_is_skipped_and_counted(tiny_model_dir, tmp_path):
+    """The buffer hands no group at step 2 (all dropped): no update, no new version, the run goes on."""
+    cfg = local_config(tiny_model_dir, tmp_path, "num_steps=3", "eval_after=false")
+    workers = LocalWorkers(cfg)
+    sample, calls = workers.buffer_sample, itertools.count(1)
+    workers.buffer_sample = lambda n, version: ([], []) if next(calls) == 2 else sample(n, version)
+    try:
+        r1_zero.train(cfg, workers)
+        steps = workers.learner.engine.global_steps
+        assert workers.learner.train([]) == {"sequences": 0}  # an empty batch: no optimizer step either
+        assert workers.learner.engine.global_steps == steps and workers.learner.version == 2
+    finally:
+        workers.shutdown()
+    assert steps == 2 and workers.policy_version == 2
+    lines = logged(tmp_path)
+    assert [m["learner/skipped_steps"] for m in lines] == [0, 1, 1]
+    assert ["loss" in m for m in lines] == [True, False, True]
+    stats = workers.buffer_stats()
+    assert stats["added"] == 6 and stats["trained"] == 4 and stats["size"] == 2  # step 3 trained step 2's groups
+
+
+def test_a_reward_that_always_fails_stops_the_run_with_one_line(tiny_model_dir, tmp_path):
+    """Every call of the reward raises: scored reward.failure_score, counted; after
+    reward.max_failing_steps such steps the run stops, before training on the second."""
+    cfg = local_config(tiny_model_dir, tmp_path, "num_steps=5", "eval_after=false", "reward.max_failing_steps=2",
+                       "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:raises'}]")
+    workers = LocalWorkers(cfg)
+    try:
+        with pytest.raises(RewardFailureError) as stopped:
+            r1_zero.train(cfg, workers)
+    finally:
+        workers.shutdown()
+    assert str(stopped.value) == (
+        "reward 'tests.reward_fixtures:raises' failed on 100% of 8 completions in each of the last 2 steps "
+        "(last error: RuntimeError: grader crashed): fix it, or raise reward.max_failure_fraction (0.5) or "
+        "reward.max_failing_steps (2)")
+    assert [m["reward_failures"] for m in logged(tmp_path)] == [2] and workers.policy_version == 1

@@ -1,18 +1,22 @@
 """Learned reward workers on a real local Ray cluster with tiny models: collect-samples with
 Monte-Carlo step labels, ORM/PRM served by replicas, a GRPO step with a mixed reward, and a
-timed-out reward model that costs a counted score instead of the run."""
+timed-out reward model that costs a counted score instead of the run; a killed replica restarts
+and scores its chunk again."""
 import json
 import math
+import time
 
 import datasets
+import psutil
 import pytest
 
 ray = pytest.importorskip("ray")
 
 from actors.controller import RayWorkers, connect, resolve_paths  # noqa: E402
+from actors.reward import ModelRewardPool  # noqa: E402
 from rl_system.algorithms.reward_model import train_reward_model  # noqa: E402
-from rl_system.config import RewardModelTrainConfig, load_config  # noqa: E402
-from rl_system.data import load_splits  # noqa: E402
+from rl_system.config import RewardModelConfig, RewardModelTrainConfig, load_config  # noqa: E402
+from rl_system.data import Problem, load_splits  # noqa: E402
 from rl_system.pipeline import r1_zero  # noqa: E402
 from rl_system.pipeline.collect import collect_samples  # noqa: E402
 from rl_system.types import PromptGroup  # noqa: E402
@@ -106,6 +110,35 @@ def test_grpo_step_with_rule_and_learned_rewards(ray_cluster, reward_models, tin
     assert all(h["calls"] == 1 and h["completions"] == 4 for h in orm_replicas)  # the load was spread
     assert {h["version"] for h in health if h["name"] == "prm"} == {
         json.loads(open(f"{prm}/reward_model.json").read())["version"]}
+
+
+def test_a_killed_replica_restarts_and_rescores_and_a_dead_one_gets_no_more_work(ray_cluster, reward_models):
+    """Replica 0's process is SIGKILLed while it scores its half of a batch: Ray restarts it and the call
+    runs again there, so the batch gets its real scores, not reward.failure_score. Replica 1, then
+    killed for good, fails the one chunk it is sent and gets none after that."""
+    pool = ModelRewardPool(RewardModelConfig(name="orm", path=reward_models["orm"], replicas=2, num_cpus=0.5),
+                           max_restarts=1)
+    group = PromptGroup(Problem(0, "What is 2 + 3?", "5"), [1], [[1]] * 8, ["<think>" + "word " * 300] * 8,
+                        [[0.0]] * 8, [False] * 8, 0)
+    try:
+        [expected] = ray.get(pool.score([group]))
+        victim = psutil.Process(pool.health()[0]["pid"])
+        refs = pool.score([group] * 32)  # 16 groups a replica: seconds of work
+        deadline = time.monotonic() + 30
+        while not victim.cmdline()[0].startswith("ray::ModelRewardWorker.score"):  # Ray's title while it scores
+            assert time.monotonic() < deadline, "replica 0 never started scoring"
+            time.sleep(0.005)
+        victim.kill()
+        assert all(scores == pytest.approx(expected, rel=1e-4) for scores in ray.get(refs))
+        health = pool.health()
+        assert health[0]["pid"] != victim.pid and health[0]["completions"] == 16 * 8  # restarted, re-scored
+        ray.kill(pool.replicas.actors[1])  # dead for good
+        with pytest.raises(ray.exceptions.ActorDiedError):
+            ray.get(pool.score([group] * 2))  # one chunk each: replica 1's fails
+        assert ray.get(pool.score([group] * 2)) == [pytest.approx(expected, rel=1e-4)] * 2  # both on replica 0
+        assert pool.dead == {1}
+    finally:
+        pool.kill()
 
 
 def test_held_out_split_matches_collect(tiny_model_dir):

@@ -11,11 +11,11 @@ def group_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, std_norm: b
                      eps: float = 1e-6) -> torch.Tensor:
     """(r - mean of its group) [/ (std of its group + eps)], vectorised over group ids.
 
-    The std is the unbiased one; a group of one sample gets advantage 0.
+    The std is the unbiased one; a group of one sample gets advantage 0; no rewards, no advantages.
     """
     rewards = rewards.float()
-    _, inverse = torch.unique(group_ids, return_inverse=True)
-    num_groups = int(inverse.max()) + 1
+    ids, inverse = torch.unique(group_ids, return_inverse=True)
+    num_groups = len(ids)
     count = torch.zeros(num_groups).index_add_(0, inverse, torch.ones_like(rewards))
     mean = torch.zeros(num_groups).index_add_(0, inverse, rewards) / count
     centred = rewards - mean[inverse]

@@ -232,11 +232,15 @@ class PromptSampler:
 
     def __init__(self, problems: list[Problem], seed: int, cursor: int = 0):
         self.problems, self.seed, self.cursor = problems, seed, cursor
+        self._epoch_order: tuple[int, list[int]] = (-1, [])  # the current epoch and its order
 
     def _order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
+        """The epoch's permutation, shuffled once per epoch (O(problems)), not once per prompt."""
+        if self._epoch_order[0] != epoch:
+            order = list(range(len(self.problems)))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
 
     def next_batch(self, n: int) -> list[Problem]:
         batch = []

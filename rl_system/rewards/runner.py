@@ -11,6 +11,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 
+from rl_system.data.sources import one_line
 from rl_system.rewards import resolve_reward
 
 
@@ -48,6 +49,7 @@ def check_scores(values, n: int) -> list[float]:
 class RewardResult:
     scores: dict[str, list[float]]  # per reward function, unweighted
     failures: dict[str, int] = field(default_factory=dict)  # per function: calls that raised or timed out
+    errors: dict[str, str] = field(default_factory=dict)  # per failed function: why, in one line
     seconds: float = 0.0
 
 
@@ -81,7 +83,7 @@ class RewardRunner:
         """Scores with every function but those in `skip`, which score 0 (not applicable here)."""
         start = time.perf_counter()
         n = len(completions)
-        scores, failures = {name: [0.0] * n for name in skip}, {}
+        scores, failures, errors = {name: [0.0] * n for name in skip}, {}, {}
         for name, _ in self.functions:
             if name in skip:
                 continue
@@ -93,12 +95,14 @@ class RewardRunner:
             except multiprocessing.TimeoutError:
                 self._kill_pool()  # the hung call dies with its process
                 values, failures[name] = [self.failure_score] * n, 1
-            except Exception:
+                errors[name] = f"no answer within reward.timeout_s={self.timeout_s:g}"
+            except Exception as e:
                 values, failures[name] = [self.failure_score] * n, 1
+                errors[name] = one_line(e)
             scores[name] = values
         for name, count in failures.items():
             self.failure_counts[name] += count
-        return RewardResult(scores, failures, time.perf_counter() - start)
+        return RewardResult(scores, failures, errors, time.perf_counter() - start)
 
     def close(self) -> None:
         if self._pool is not None:

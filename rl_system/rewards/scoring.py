@@ -31,16 +31,49 @@ class GroupScorer:
         n = len(group.completions)
         columns = {"answer": [group.problem.answer] * n, **{k: [v] * n for k, v in group.problem.columns.items()}}
         result = self.runner.score([group.problem.question] * n, group.completions, columns, skip=not_here)
-        scores, failures = result.scores, dict(result.failures)
+        scores, failures, errors = result.scores, dict(result.failures), dict(result.errors)
         for name, values in (learned(start, not_here) if learned else {}).items():
             if values is None:  # late, crashed or dead: counted and scored, the run goes on
                 values = [self.failure_score] * n
                 failures[name] = failures.get(name, 0) + 1
+                errors[name] = "no score from the reward model within its timeout_s (late, crashed or dead replica)"
             scores[name] = values
         scores.update({name: [0.0] * n for name in not_here})
         scored = dataclasses.replace(group, rewards=scores, total_rewards=weighted_total(scores, self.weights),
-                                     reward_failures=failures, score_s=time.perf_counter() - start)
+                                     reward_failures=failures, reward_errors=errors,
+                                     score_s=time.perf_counter() - start)
         return scored, group_summary(scored)
 
     def close(self) -> None:
         self.runner.close()
+
+
+class RewardFailureError(ValueError):
+    """A reward that keeps failing during the run; one line naming it (the CLI prints it as `error: ...`)."""
+
+
+class RewardFailureWatch:
+    """Stops a run whose reward keeps failing instead of training on failure scores: one reward scored
+    reward.failure_score on more than reward.max_failure_fraction of a step's completions, in each
+    of reward.max_failing_steps steps in a row."""
+
+    def __init__(self, rc: RewardConfig):
+        self.max_fraction, self.max_steps = rc.max_failure_fraction, rc.max_failing_steps
+        # reward name -> its failed share in each step of its current run of failing steps
+        self.failing: dict[str, list[float]] = {r.name: [] for r in (*rc.functions, *rc.models)}
+
+    def check(self, summaries: list[dict]) -> None:
+        """One step's group summaries; raises RewardFailureError once a reward has failed too often."""
+        for name, shares in self.failing.items():
+            completions = sum(len(s["scores"].get(name, ())) for s in summaries)
+            failed = sum(len(s["scores"].get(name, ())) for s in summaries if s["reward_failures"].get(name))
+            share = failed / max(completions, 1)
+            shares[:] = [*shares, share] if share > self.max_fraction else []
+            if len(shares) < self.max_steps:
+                continue
+            low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
+            error = next(s["reward_errors"][name] for s in reversed(summaries) if name in s["reward_errors"])
+            raise RewardFailureError(
+                f"reward '{name}' failed on {low if low == high else f'{low}-{high}'} of {completions} completions "
+                f"in each of the last {len(shares)} steps (last error: {error}): fix it, or raise "
+                f"reward.max_failure_fraction ({self.max_fraction:g}) or reward.max_failing_steps ({self.max_steps})")
