@@ -137,7 +137,8 @@ class LearnerConfig:
     beta: float = 0.0  # KL coefficient; 0 loads no reference model
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
-    std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO)
+    std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO); grpo only
+    advantage: str = "grpo"  # "grpo", "rloo" (leave-one-out baseline), "reinforce_pp" (batch-normalised)
     loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
     # Truncated importance sampling: tokens weighted by min(pi_learner / pi_rollout, tis_cap); 0 = off.
     # None (default): 2.0 with rollout.backend=vllm, off with hf (training.tis_cap).
@@ -406,6 +407,11 @@ def _validate(c: TrainConfig) -> None:
     # A rank drives one device, and NCCL wants a GPU of its own per rank: a fraction only for a lone rank.
     _check(c.learner.num_gpus in (0, 1) or (0 < c.learner.num_gpus < 1 and c.learner.num_ranks == 1),
            "learner.num_gpus", "0, 1 (a GPU per rank), or a fraction with learner.num_ranks=1", c.learner.num_gpus)
+    _check(c.learner.advantage in ADVANTAGE_ESTIMATORS, "learner.advantage", f"one of {ADVANTAGE_ESTIMATORS}",
+           c.learner.advantage)
+    _check(c.learner.std_norm or c.learner.advantage == "grpo", "learner.std_norm",
+           f"true with learner.advantage={c.learner.advantage} (std_norm switches GRPO's group std)",
+           c.learner.std_norm)
     _check(c.learner.loss_agg in LOSS_AGG_MODES, "learner.loss_agg", f"one of {LOSS_AGG_MODES}",
            c.learner.loss_agg)
     _check(c.data.source in ("reasoning_gym", "file"), "data.source", "'reasoning_gym' or 'file'",
@@ -523,6 +529,7 @@ def _validate_cluster_resources(c: TrainConfig) -> None:
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
+ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp")  # rl_system/algorithms/advantages.py
 PRM_AGGREGATES = ("min", "last", "product")
 PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")

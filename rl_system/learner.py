@@ -143,7 +143,7 @@ class Learner:
         contiguous shard. Every rank gets the same batch, so an empty one is skipped by all alike:
         no step, and the policy version stays."""
         cfg, lc = self.cfg, self.cfg.learner
-        samples = flatten_groups(groups, lc.std_norm)
+        samples = flatten_groups(groups, lc.std_norm, lc.advantage)
         if not samples:
             return {"sequences": 0}
         normalizer = batch_normalizer(samples, lc.loss_agg, cfg.rollout.max_new_tokens)

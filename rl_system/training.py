@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
+from rl_system.algorithms.advantages import advantages as estimate_advantages
 from rl_system.algorithms.grpo import (
-    aggregate_loss, chunked_token_logprobs, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer,
+    aggregate_loss, chunked_token_logprobs, clipped_policy_loss, kl_k3, loss_normalizer,
     token_logprobs, truncated_importance_weight,
 )
 from rl_system.config import LearnerConfig
@@ -22,11 +23,11 @@ class Sample:
     policy_version: int
 
 
-def flatten_groups(groups: list[PromptGroup], std_norm: bool) -> list[Sample]:
-    """Every completion as a training sample with its group-normalised advantage."""
+def flatten_groups(groups: list[PromptGroup], std_norm: bool, estimator: str = "grpo") -> list[Sample]:
+    """Every completion as a training sample with its advantage (`estimator`: learner.advantage)."""
     rewards = torch.tensor([r for g in groups for r in g.total_rewards])
-    group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.total_rewards])
-    advantages = group_advantages(rewards, group_ids, std_norm).tolist()
+    group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.total_rewards], dtype=torch.long)
+    advantages = estimate_advantages(estimator, rewards, group_ids, std_norm).tolist()
     samples = [Sample(g.prompt_ids, ids, lp, 0.0, g.policy_version)
                for g in groups for ids, lp in zip(g.completion_ids, g.logprobs)]
     for sample, adv in zip(samples, advantages):

@@ -115,3 +115,42 @@ def test_token_logprobs_matches_log_softmax():
 def test_unknown_aggregation_is_rejected():
     with pytest.raises(ValueError, match="loss_agg"):
         aggregate_loss(torch.zeros(1, 1), torch.ones(1, 1), "sum", 1.0)
+
+
+def test_rloo_and_reinforce_pp_advantages_hand_computed():
+    from rl_system.algorithms.advantages import advantages
+
+    rewards = torch.tensor([1.0, 0.0, 0.0, 2.0, 2.0, 5.0])
+    groups = torch.tensor([0, 0, 0, 1, 1, 2])
+    # RLOO: r_i - mean of the others. Group 0: 1 - 0 = 1, 0 - 0.5 = -0.5 (twice); group 1: 0, 0; group 2 alone: 0.
+    assert advantages("rloo", rewards, groups).tolist() == pytest.approx([1.0, -0.5, -0.5, 0.0, 0.0, 0.0])
+    # REINFORCE++: minus the group mean (2/3, -1/3, -1/3, 0, 0, 0), then the batch's mean (0) and std.
+    centred = torch.tensor([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0])
+    expected = (centred - centred.mean()) / centred.std()
+    assert advantages("reinforce_pp", rewards, groups).tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    # GRPO is group_advantages; an unknown name and the empty batch.
+    assert advantages("grpo", rewards, groups).tolist() == pytest.approx(group_advantages(rewards, groups).tolist())
+    assert advantages("rloo", torch.tensor([]), torch.tensor([], dtype=torch.long)).numel() == 0
+    with pytest.raises(ValueError, match="learner.advantage 'ppo'"):
+        advantages("ppo", rewards, groups)
+
+
+def test_advantage_estimator_is_checked():
+    from rl_system.config import ConfigError, load_config
+
+    assert load_config("configs/r1_zero.yaml", ["learner.advantage=rloo"]).learner.advantage == "rloo"
+    with pytest.raises(ConfigError, match="'learner.advantage': expected one of"):
+        load_config("configs/r1_zero.yaml", ["learner.advantage=gae"])
+    with pytest.raises(ConfigError, match="'learner.std_norm': expected true with learner.advantage=rloo"):
+        load_config("configs/r1_zero.yaml", ["learner.advantage=rloo", "learner.std_norm=false"])
+
+
+def test_the_learner_trains_on_the_chosen_estimators_advantages():
+    from rl_system.data import Problem
+    from rl_system.types import PromptGroup
+
+    group = PromptGroup(Problem(0, "q", "1"), [1, 2], [[3], [4], [5]], ["a", "b", "c"], [[-1.0]] * 3, [False] * 3, 0,
+                        total_rewards=[1.0, 0.0, 0.0])
+    assert [s.advantage for s in flatten_groups([group], True, "rloo")] == pytest.approx([1.0, -0.5, -0.5])
+    assert [s.advantage for s in flatten_groups([group], True, "grpo")] == pytest.approx(
+        group_advantages(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0, 0, 0])).tolist())

@@ -8,7 +8,7 @@ import pytest
 
 from rl_system.config import ConfigError, SearchConfig, load_config
 from rl_system.data import Problem
-from rl_system.search import (Continuation, Request, best_of_n, cut_step, greedy, majority_vote, mcts,
+from rl_system.search import (Continuation, best_of_n, cut_step, greedy, majority_vote, mcts,
                               normalize_answer, prm_beam_search, vote, weighted_best_of_n)
 from rl_system.search.answers import answer_of
 from rl_system.search.evaluate import beam_shape, evaluate_methods
