@@ -11,7 +11,7 @@ from): the same driver loop in one process (rl_system.local.LocalWorkers: a Deep
 NCCL and the HF rollout model on the GPU), on a given model directory and json/jsonl problem file.
 
     python benchmarks/gpu_check.py [--steps 3] [--backends hf,vllm]
-    python benchmarks/gpu_check.py --local MODEL_DIR PROBLEMS.jsonl
+    python benchmarks/gpu_check.py --local MODEL_DIR PROBLEMS.jsonl [key=value ...]
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def check_backend(backend: str, steps: int, output: str) -> list[str]:
     return failures + check_metrics(backend, f"{output}/{backend}", steps, wall)
 
 
-def check_local(model: str, data: str, steps: int, output: str) -> list[str]:
+def check_local(model: str, data: str, steps: int, output: str, overrides: list[str]) -> list[str]:
     from rl_system.config import load_config
     from rl_system.local import LocalWorkers
 
@@ -60,7 +60,8 @@ def check_local(model: str, data: str, steps: int, output: str) -> list[str]:
         f"model.path={model}", "data.source=file", f"data.path={data}", "data.num_eval=4", f"num_steps={steps}",
         f"output_dir={output}/local", "learner.num_ranks=1", "learner.num_gpus=1", "learner.micro_batch_size=32",
         "rollout.num_gpus=1", "eval_before=false", "eval_after=false", "checkpoint_every=0",
-        "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]"])
+        "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]",
+        *overrides])
     workers = LocalWorkers(cfg)
     try:
         print(f"learner on {workers.learner.device}, rollout on {workers.device}", flush=True)
@@ -107,6 +108,7 @@ def main() -> int:
     parser.add_argument("--backends", default="hf,vllm")
     parser.add_argument("--output", default="runs/gpu_check")
     parser.add_argument("--local", nargs=2, metavar=("MODEL", "DATA"), help="one process, no Ray or vLLM")
+    parser.add_argument("overrides", nargs="*", help="with --local: config key=value, e.g. learner.micro_batch_size=8")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu-check: no GPU visible to torch on this machine (torch.cuda.is_available() is False); "
@@ -115,7 +117,7 @@ def main() -> int:
     print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
     failures = []
     if args.local:
-        failures += check_local(*args.local, args.steps, args.output)
+        failures += check_local(*args.local, args.steps, args.output, args.overrides)
     else:
         for backend in args.backends.split(","):
             failures += check_backend(backend, args.steps, args.output)
