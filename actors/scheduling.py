@@ -11,7 +11,7 @@ from ray._private import ray_constants
 from ray.autoscaler.sdk import request_resources
 from ray.experimental.internal_kv import _internal_kv_get
 
-from rl_system.resources import IGNORED, Demand, NodeType, SchedulingError, Verdict, plan
+from rl_system.resources import IGNORED, Demand, NodeType, SchedulingError, Verdict, plan, request_bundles
 
 
 def _usable(resources: dict) -> dict:
@@ -70,7 +70,7 @@ def wait_until_schedulable(stages: list[list[Demand]], timeout_s: float, log=pri
     if not verdict.fits_eventually:
         raise SchedulingError(verdict.message)
     log(f"{verdict.message}; giving up after {timeout_key}={timeout_s:g} s", flush=True)
-    request_resources(bundles=_autoscaler_bundles(stage))
+    request_resources(bundles=request_bundles(stage))
     deadline = time.monotonic() + timeout_s
     try:
         while not (verdict := check(stage)).fits_now:
@@ -81,14 +81,3 @@ def wait_until_schedulable(stages: list[list[Demand]], timeout_s: float, log=pri
     finally:
         request_resources(bundles=[])
     log("resources available: starting the run's actors", flush=True)
-
-
-def _autoscaler_bundles(stage: list[Demand]) -> list[dict]:
-    """A STRICT_PACK group as one bundle, so the autoscaler picks a node that holds all of it."""
-    bundles = []
-    for d in stage:
-        if d.strategy == "STRICT_PACK":
-            bundles.append({k: v * d.count for k, v in d.bundle.items()})
-        else:
-            bundles += [dict(d.bundle)] * d.count
-    return bundles

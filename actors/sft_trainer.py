@@ -14,9 +14,8 @@ import torch
 
 from actors.scheduling import wait_until_schedulable
 from rl_system.learner import deepspeed_config, full_parameters, init_deepspeed
-from rl_system.algorithms.sft import collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
+from rl_system.algorithms.sft import check_sft_inputs, collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
-from rl_system.data.sources import DatasetError
 from rl_system.models import dtype_from_name, load_model, load_tokenizer
 from rl_system.resources import command_stages
 
@@ -90,10 +89,7 @@ def run_sft(cfg: SFTConfig, before_start=lambda: None) -> dict:
 
     cfg = dataclasses.replace(cfg, base_model=absolute(cfg.base_model), data=absolute(cfg.data),
                               teacher_model=absolute(cfg.teacher_model), output_dir=str(Path(cfg.output_dir).resolve()))
-    rows = load_chat_rows(cfg.data)  # a bad dataset fails here, in one line, before any worker starts
-    if len(rows) < cfg.num_workers * cfg.micro_batch_size:
-        raise DatasetError(f"sft data '{cfg.data}': {len(rows)} rows, need at least "
-                           f"num_workers x micro_batch_size = {cfg.num_workers * cfg.micro_batch_size}")
+    check_sft_inputs(cfg)  # models and rows: a bad one fails here, in one line, before any worker starts
     if not ray.is_initialized():
         ray.init(num_cpus=max(os.cpu_count() or 1, int(cfg.num_workers * cfg.num_cpus_per_worker) + 1),
                  include_dashboard=False)

@@ -83,9 +83,6 @@ def main(argv: list[str] | None = None) -> None:
             cfg = load_config(args.config, args.overrides, cls=SFTConfig)
             if args.command == "distill" and not cfg.teacher_model:
                 raise ConfigError("config key 'teacher_model': distill needs a teacher model directory")
-            from rl_system.algorithms.sft import check_sft_inputs
-
-            check_sft_inputs(cfg)
             _claim_run_dir(args.command, cfg, overwrite=args.overwrite)
             from actors.sft_trainer import run_sft
 

@@ -125,6 +125,15 @@ def plan(demands: list[Demand], free: list[dict], total: list[dict], node_types:
                                                 len(total)))
 
 
+def request_bundles(demands: list[Demand]) -> list[dict]:
+    """The demands as autoscaler requests: a STRICT_PACK group as one bundle, so the autoscaler
+    starts a node that holds all of it, as placement needs."""
+    bundles = []
+    for d in demands:
+        bundles += [_times(d.bundle, d.count)] if d.strategy == "STRICT_PACK" else [dict(d.bundle)] * d.count
+    return bundles
+
+
 def _place(demands: list[Demand], nodes: list[dict]) -> Demand | None:
     """Packs every demand's bundles first fit; returns the first demand that does not fit, or None."""
     left = [dict(n) for n in nodes]

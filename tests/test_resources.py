@@ -1,6 +1,6 @@
 """Will a run fit on a cluster? rl_system/resources.py's plan over made-up nodes (no Ray)."""
 from rl_system.config import SFTConfig, load_config
-from rl_system.resources import NodeType, command_stages, plan, train_demands
+from rl_system.resources import NodeType, command_stages, plan, request_bundles, train_demands
 
 DEMO = load_config("configs/r1_zero.yaml")  # 2 learner ranks x 1 CPU, 2 rollout x 1, 1 reward x 0.5
 
@@ -51,6 +51,8 @@ def test_strict_pack_needs_one_node_large_enough():
     packed = plan(train_demands(cfg), free=[{"CPU": 8.0, "GPU": 4.0}], total=[{"CPU": 8.0, "GPU": 4.0}],
                   node_types=[], autoscaler="none")
     assert packed.fits_now
+    # Asked of the autoscaler as one bundle, so that it starts a node holding the whole group.
+    assert request_bundles(train_demands(cfg))[:2] == [{"CPU": 4.0, "GPU": 4.0}, {"CPU": 1.0}]
 
 
 def test_gpus_on_a_cpu_cluster_and_sft_keys():

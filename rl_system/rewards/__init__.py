@@ -38,9 +38,10 @@ def resolve_reward(name: str) -> RewardFn:
     except BaseException as e:  # the module itself raised while being imported (SyntaxError, sys.exit, ...)
         if isinstance(e, KeyboardInterrupt):
             raise
-        first = (str(e).strip().splitlines() or [""])[0]
+        from rl_system.data.sources import one_line
+
         raise UnknownRewardError(f"reward.functions name '{name}': importing module '{module}' raised "
-                                 f"{type(e).__name__}: {first}") from None
+                                 f"{one_line(e)}") from None
     if not hasattr(loaded, attr):
         raise UnknownRewardError(f"reward.functions name '{name}': module '{module}' has no '{attr}'")
     fn = getattr(loaded, attr)
