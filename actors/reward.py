@@ -22,7 +22,7 @@ class RuleRewardWorker:
 
     def __init__(self, cfg: TrainConfig, worker_index: int):
         self.models = cfg.reward.models
-        self.scorer = GroupScorer(cfg.reward)
+        self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
 
     def score(self, group: PromptGroup, learned_refs: list | None = None) -> tuple[PromptGroup, dict]:
         def learned(start: float, not_here: set) -> dict:

@@ -38,7 +38,7 @@ def main() -> None:
     out = Path(args.output).resolve()
     sync = run([*common, "mode=sync"], out / "sync")
     asyn = run([*common, "mode=async", f"max_staleness={args.staleness}"], out / "async")
-    print(f"\n| mode | samples/s | training time (s) | held-out accuracy after | max staleness |\n|---|---:|---:|---:|---:|")
+    print("\n| mode | samples/s | training time (s) | held-out accuracy after | max staleness |\n|---|---:|---:|---:|---:|")
     for name, r in (("sync", sync), (f"async (k={args.staleness})", asyn)):
         print(f"| {name} | {r['samples_per_s']:.2f} | {r['seconds']:.0f} | {r['accuracy']:.1%} | {r['max_staleness_seen']} |")
     print(f"async / sync throughput: {asyn['samples_per_s'] / sync['samples_per_s']:.2f}x (target >= 1.5x); "

@@ -53,7 +53,7 @@ def main() -> None:
     local = run(load_config("configs/r1_zero.yaml", [*common, f"output_dir={out / 'local'}"]), LocalWorkers)
     on_ray = run(load_config("configs/r1_zero.yaml", [*common, f"output_dir={out / 'ray'}"]), ray_workers)
     print(f"\n{args.steps - 1} steps after warm-up, demo config, 1 rollout worker / 1 reward worker / 1 learner rank")
-    print(f"| phase | one process (s) | Ray (s) | Ray / one process |\n|---|---:|---:|---:|")
+    print("| phase | one process (s) | Ray (s) | Ray / one process |\n|---|---:|---:|---:|")
     for phase in PHASES:
         print(f"| {phase} | {local[phase]:.1f} | {on_ray[phase]:.1f} | {on_ray[phase] / local[phase]:.2f} |")
     print(f"| completion tokens | {local['tokens']:.0f} | {on_ray['tokens']:.0f} | |")

@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from _common import demo_config, grpo_run, held_out_evaluation
+from _common import grpo_run, held_out_evaluation
 
 from rl_system.data import format_prompt, load_splits
 from rl_system.models import load_policy, load_tokenizer

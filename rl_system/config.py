@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from rl_system.algorithms.dapo import DynamicSamplingConfig
+
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the key."""
@@ -89,6 +91,10 @@ class RewardConfig:
     num_cpus: float = 0.5
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {reward: 1}
+    # DAPO's soft overlong punishment (algorithms/dapo.py), added to the total as reward/overlong: 0 up to
+    # rollout.max_new_tokens - overlong_buffer tokens, then a ramp down to -overlong_penalty. 0 = off.
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,27 @@ class RolloutConfig:
         return self.min_workers or self.num_workers, self.max_workers or self.num_workers
 
 
+LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters on the policy (rl_system/models/lora.py): only they train; r = 0 trains every weight."""
+    r: int = 0  # adapter rank; 0 = LoRA off (full fine-tuning)
+    alpha: float = 32.0  # the update is scaled by alpha / r
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = LORA_DEFAULT_TARGETS  # module names (or dotted name ends) wrapped
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.r, int) and not isinstance(self.r, bool) and self.r >= 0, "learner.lora.r",
+               "an integer >= 0 (0: LoRA off)", self.r)
+        _check(self.alpha > 0, "learner.lora.alpha", "a positive number", self.alpha)
+        _check(0 <= self.dropout < 1, "learner.lora.dropout", "a number in [0, 1)", self.dropout)
+        _check(isinstance(self.target_modules, tuple) and bool(self.target_modules)
+               and all(isinstance(m, str) and m for m in self.target_modules), "learner.lora.target_modules",
+               "a non-empty list of module names", self.target_modules)
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     num_ranks: int = 2
@@ -140,6 +167,14 @@ class LearnerConfig:
     std_norm: bool = True  # divide group advantages by the group std (off = Dr. GRPO); grpo only
     advantage: str = "grpo"  # "grpo", "rloo" (leave-one-out baseline), "reinforce_pp" (batch-normalised)
     loss_agg: str = "seq-mean-token-mean"  # or "token-mean", "seq-mean-token-sum-norm"
+    # The update on each batch: ppo_epochs passes, each cut into mini_batches optimizer steps; more
+    # than one step in all computes the old log-probs once and lets the clipped ratio act.
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    dual_clip: float = 0.0  # c > 1 bounds a negative-advantage token's loss by -c*A; 0 = off
+    policy_loss: str = "grpo"  # "grpo" (token-level ratio) or "gspo" (sequence-level, length-normalised)
+    entropy_coef: float = 0.0  # entropy bonus; the policy's entropy is logged every step either way
+    overlong_filter: bool = False  # DAPO: truncated completions count nothing in the loss
     # Truncated importance sampling: tokens weighted by min(pi_learner / pi_rollout, tis_cap); 0 = off.
     # None (default): 2.0 with rollout.backend=vllm, off with hf (training.tis_cap).
     tis_cap: float | None = None
@@ -151,6 +186,11 @@ class LearnerConfig:
     # Recompute each layer's activations in backward instead of keeping them (transformers'
     # gradient checkpointing); it needs the prompt run per row (share_prompt: false), no KV cache.
     gradient_checkpointing: bool = False
+    # Where the reference policy (beta > 0) lives: "copy" (a full copy on every rank), "sharded" (ZeRO-3:
+    # partitioned over the ranks like the policy), "offload" (ZeRO-3: in CPU memory, streamed a layer at
+    # a time); "auto": sharded under ZeRO-3, else copy. With LoRA it is the base model itself.
+    reference: str = "auto"
+    offload_optimizer: bool = False  # Adam moments in CPU memory (ZeRO 1-3): 8 bytes a parameter off the GPU
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
     placement_strategy: str = "PACK"  # of the ranks' placement group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     num_cpus: float = 1.0
@@ -158,6 +198,7 @@ class LearnerConfig:
     num_threads: int = 0  # 0 = machine cores / ranks
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per rank; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per rank, e.g. {learner: 1}
+    lora: LoraConfig = field(default_factory=LoraConfig)  # r > 0: train LoRA adapters only
 
 
 @dataclass(frozen=True)
@@ -340,6 +381,8 @@ class TrainConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)  # the SFT stage of STaR and the R1 recipe
     r1: R1Config = field(default_factory=R1Config)
     search: SearchConfig = field(default_factory=SearchConfig)  # the `evaluate` command
+    # DAPO: train only on groups whose rewards differ, sampling more prompts while short (algorithms/dapo.py)
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     prompts_per_step: int = 4
     num_steps: int = 25
     # "sync": each step generates with the newest weights, then trains. "async": generation runs
@@ -404,6 +447,10 @@ def _validate(c: TrainConfig) -> None:
     _check(c.learner.tis_cap is None or c.learner.tis_cap == 0 or c.learner.tis_cap >= 1, "learner.tis_cap",
            "0 (off), a cap >= 1, or null (2.0 with rollout.backend=vllm, else off)", c.learner.tis_cap)
     _check(c.learner.zero_stage in (0, 1, 2, 3), "learner.zero_stage", "0, 1, 2 or 3", c.learner.zero_stage)
+    # ZeRO-3 shards each weight across ranks: the merged weights LoRA publishes need every weight whole.
+    _check(c.learner.lora.r == 0 or c.learner.zero_stage <= 2, "learner.lora.r",
+           f"0 (LoRA off) with learner.zero_stage={c.learner.zero_stage}: LoRA needs learner.zero_stage 0, 1 or 2",
+           c.learner.lora.r)
     # A rank drives one device, and NCCL wants a GPU of its own per rank: a fraction only for a lone rank.
     _check(c.learner.num_gpus in (0, 1) or (0 < c.learner.num_gpus < 1 and c.learner.num_ranks == 1),
            "learner.num_gpus", "0, 1 (a GPU per rank), or a fraction with learner.num_ranks=1", c.learner.num_gpus)
@@ -414,6 +461,21 @@ def _validate(c: TrainConfig) -> None:
            c.learner.std_norm)
     _check(c.learner.loss_agg in LOSS_AGG_MODES, "learner.loss_agg", f"one of {LOSS_AGG_MODES}",
            c.learner.loss_agg)
+    _check(c.learner.reference in REFERENCE_PLACEMENTS, "learner.reference", f"one of {REFERENCE_PLACEMENTS}",
+           c.learner.reference)
+    _check(c.learner.reference in ("auto", "copy") or c.learner.zero_stage == 3, "learner.reference",
+           f"'auto' or 'copy' with learner.zero_stage={c.learner.zero_stage} (sharded and offload are ZeRO-3 engines)",
+           c.learner.reference)
+    _check(not c.learner.offload_optimizer or c.learner.zero_stage >= 1, "learner.offload_optimizer",
+           "false with learner.zero_stage=0 (DeepSpeed offloads ZeRO's optimizer partitions)", c.learner.offload_optimizer)
+    for key in ("ppo_epochs", "mini_batches"):
+        _check(isinstance(getattr(c.learner, key), int) and getattr(c.learner, key) >= 1, f"learner.{key}",
+               "an integer >= 1", getattr(c.learner, key))
+    _check(c.learner.dual_clip == 0 or c.learner.dual_clip > 1, "learner.dual_clip", "0 (off) or a number > 1",
+           c.learner.dual_clip)
+    _check(c.learner.policy_loss in POLICY_LOSSES, "learner.policy_loss", f"one of {POLICY_LOSSES}",
+           c.learner.policy_loss)
+    _check(c.learner.entropy_coef >= 0, "learner.entropy_coef", "a number >= 0", c.learner.entropy_coef)
     _check(c.data.source in ("reasoning_gym", "file"), "data.source", "'reasoning_gym' or 'file'",
            c.data.source)
     _check(c.data.source != "file" or bool(c.data.path), "data.path", "a file path when data.source is 'file'",
@@ -442,6 +504,9 @@ def _validate(c: TrainConfig) -> None:
     _check(sequences % per_rank == 0, "learner.micro_batch_size",
            f"learner.num_ranks x micro_batch_size to divide prompts_per_step x group_size = {sequences}",
            c.learner.micro_batch_size)
+    _check(c.learner.mini_batches <= sequences // c.learner.num_ranks, "learner.mini_batches",
+           f"at most the sequences per rank ({sequences // c.learner.num_ranks}), each step needs one",
+           c.learner.mini_batches)
     _validate_cluster_resources(c)
     _validate_ranges(c)
     _check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
@@ -485,6 +550,19 @@ def _validate_ranges(c: TrainConfig) -> None:
     _check(0 <= c.reward.max_failure_fraction <= 1, "reward.max_failure_fraction", "a share in [0, 1] (1: never stop)",
            c.reward.max_failure_fraction)
     _check(c.reward.max_failing_steps > 0, "reward.max_failing_steps", "a positive integer", c.reward.max_failing_steps)
+    _check(0 <= c.reward.overlong_buffer < c.rollout.max_new_tokens, "reward.overlong_buffer",
+           f"an integer in [0, rollout.max_new_tokens = {c.rollout.max_new_tokens}) (0: off)", c.reward.overlong_buffer)
+    _check(c.reward.overlong_penalty >= 0, "reward.overlong_penalty", "a number >= 0", c.reward.overlong_penalty)
+    _check(c.reward.overlong_buffer == 0 or all(r.name != "overlong" for r in (*c.reward.functions, *c.reward.models)),
+           "reward.overlong_buffer", "0 while a reward is named 'overlong' (the penalty logs as reward/overlong)",
+           c.reward.overlong_buffer)
+    _check(c.dynamic_sampling.max_rounds > 0, "dynamic_sampling.max_rounds",
+           "a positive integer (generation rounds per step, the first included)", c.dynamic_sampling.max_rounds)
+    # Async: refill prompts are drawn after the batches already ahead, and their keys are added first; the
+    # buffer's duplicate window (buffer_capacity keys) must still reach back to the batches ahead.
+    ahead = c.max_staleness * c.prompts_per_step if c.mode == "async" and c.dynamic_sampling.enabled else 0
+    _check(c.buffer_capacity >= ahead, "buffer_capacity",
+           f">= max_staleness x prompts_per_step ({ahead}) with dynamic_sampling in async mode", c.buffer_capacity)
     for i, m in enumerate(c.reward.models):
         _check(m.timeout_s > 0, f"reward.models[{i}].timeout_s", "a positive number", m.timeout_s)
         _check(m.num_cpus >= 0 and m.num_gpus >= 0, f"reward.models[{i}].num_cpus/num_gpus", "numbers >= 0",
@@ -530,6 +608,8 @@ RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm")
 ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp")  # rl_system/algorithms/advantages.py
+POLICY_LOSSES = ("grpo", "gspo")  # rl_system/training.grpo_loss
+REFERENCE_PLACEMENTS = ("auto", "copy", "sharded", "offload")  # rl_system/learner.reference_placement
 PRM_AGGREGATES = ("min", "last", "product")
 PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")

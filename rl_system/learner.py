@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from rl_system.config import TrainConfig
-from rl_system.models import dtype_from_name, load_policy, load_tokenizer, pick_device
+from rl_system.models import (
+    apply_lora, dtype_from_name, load_policy, load_tokenizer, merged_named_parameters, pick_device, save_merged,
+)
 from rl_system.training import (
-    batch_normalizer, collate, flatten_groups, grpo_loss, merge_stats, shard_bounds, tis_cap,
+    Sample, batch_normalizer, collate, completion_logprobs, flatten_groups, grpo_loss, merge_stats,
+    mini_batch_plan, shard_bounds, tis_cap,
 )
 from rl_system.types import PromptGroup
 from rl_system.weights import PublishSlots
@@ -19,11 +23,12 @@ from rl_system.weights import PublishSlots
 
 def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
                      lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                     overrides: dict | None = None, torch_autocast: str = "") -> dict:
+                     overrides: dict | None = None, torch_autocast: str = "", offload_optimizer: bool = False) -> dict:
     """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it.
     `torch_autocast` (a dtype name) lets torch's autocast act inside the engine's forward: on CUDA,
     DeepSpeed 0.19 turns an autocast the caller opened off there unless this section asks for it
-    (seen on an H200: the learner then ran in fp32)."""
+    (seen on an H200: the learner then ran in fp32). `offload_optimizer` keeps the Adam moments
+    (and the step) in CPU memory: 8 bytes a parameter off the GPU."""
     ds = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -38,7 +43,40 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
     }
     if torch_autocast:
         ds["torch_autocast"] = {"enabled": True, "dtype": torch_autocast}
+    if offload_optimizer:
+        ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        ds["zero_force_ds_cpu_optimizer"] = False  # torch's AdamW on the CPU moments: no C++ op to build
     return _merge(ds, overrides or {})
+
+
+def reference_deepspeed_config(train_config: dict, offload: bool) -> dict:
+    """A ZeRO-3 inference engine for the reference policy beside a ZeRO-3 policy: its weights
+    partitioned over the ranks like the policy's and gathered a layer at a time in forward, or
+    with `offload` kept in CPU memory and brought to the device a layer at a time."""
+    keep = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "steps_per_print",
+            "torch_autocast")
+    return {**{k: train_config[k] for k in keep if k in train_config},
+            "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu" if offload else "none"}}}
+
+
+def gathered_named_parameters(module: torch.nn.Module, zero_stage: int):
+    """(name, full tensor) of every parameter, as named_parameters() names them (tied ones once).
+    Under ZeRO-3 one module's parameters are gathered at a time and valid only until the next item:
+    a collective, so every rank walks the whole iterator; nothing holds the full model at once."""
+    if zero_stage != 3:
+        yield from module.named_parameters()
+        return
+    import deepspeed
+
+    seen: set[int] = set()
+    for prefix, child in module.named_modules():
+        own = [(name, p) for name, p in child.named_parameters(recurse=False) if id(p) not in seen]
+        if not own:
+            continue
+        seen.update(id(p) for _, p in own)
+        with deepspeed.zero.GatheredParameters([p for _, p in own], modifier_rank=None):
+            for name, p in own:
+                yield (f"{prefix}.{name}" if prefix else name), p
 
 
 def init_deepspeed(device: torch.device):
@@ -70,11 +108,45 @@ def full_parameters(engine, zero_stage: int):
         yield
 
 
+@contextlib.contextmanager
+def zero3_construction(ds_config: dict | None):
+    """While open, transformers' from_pretrained builds a model under deepspeed.zero.Init for
+    `ds_config` (ZeRO-3): each rank allocates its own partition of every weight, never the whole
+    model. None: a plain construction."""
+    if ds_config is None:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    marker = HfDeepSpeedConfig(ds_config)  # transformers keeps only a weak reference to it
+    try:
+        yield
+    finally:
+        del marker
+        unset_hf_deepspeed_config()
+
+
+def reference_placement(lc) -> str:
+    """learner.reference, "auto" resolved: ZeRO-3 partitions the reference like the policy, other
+    stages keep a full copy on each rank."""
+    if lc.reference != "auto":
+        return lc.reference
+    return "sharded" if lc.zero_stage == 3 else "copy"
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """This process's peak memory so far: allocated on its GPU, or resident (RSS) on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 # A checkpoint directory: HF weights, DeepSpeed's training state under TRAINING_STATE_DIR, and the
@@ -116,81 +188,169 @@ class Learner:
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(self.device.index or 0))
         deepspeed = init_deepspeed(self.device)
         torch.manual_seed(self.cfg.seed)
-        cfg = self.cfg
-        model = load_policy(cfg.model, "float32", self.device)
-        model.config.use_cache = False
-        if cfg.learner.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        lc = cfg.learner
+        cfg, lc = self.cfg, self.cfg.learner
         per_rank = cfg.prompts_per_step * cfg.rollout.group_size // self.world_size
         ds_config = deepspeed_config(
             micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
             world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
-            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed,
+            weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed, offload_optimizer=lc.offload_optimizer,
             # CPU autocast is left alone by DeepSpeed (it checks CUDA's), so only CUDA needs the section.
             torch_autocast=lc.autocast_dtype if self.device.type == "cuda" and lc.autocast_dtype != "float32" else "")
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds_config)
+        with zero3_construction(ds_config if lc.zero_stage == 3 else None):
+            model = load_policy(cfg.model, "float32", self.device)  # ZeRO-3: each rank builds its partition only
+        model.config.use_cache = False
+        if lc.lora.r:
+            model = apply_lora(model, lc.lora)
+        if lc.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainable = [p for p in model.parameters() if p.requires_grad]  # with LoRA, the adapters only
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
         self.ref_model = None
-        if cfg.learner.beta > 0:
-            self.ref_model = load_policy(cfg.model, "float32", self.device).eval()
-            self.ref_model.requires_grad_(False)
+        if lc.beta > 0 and not lc.lora.r:  # LoRA's reference is the base under the adapter
+            self.ref_model = self._reference_model(deepspeed, ds_config)
         self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
         ad = cfg.learner.autocast_dtype
         self.autocast = None if ad == "float32" else dtype_from_name(ad)
 
+    def _reference_model(self, deepspeed, ds_config: dict):
+        """The frozen initial policy, as learner.reference places it: a full copy on this rank's
+        device, or (ZeRO-3) a ZeRO-3 inference engine, partitioned over the ranks or offloaded."""
+        placement = reference_placement(self.cfg.learner)
+        if placement == "copy":
+            return load_policy(self.cfg.model, "float32", self.device).eval().requires_grad_(False)
+        ref_config = reference_deepspeed_config(ds_config, offload=placement == "offload")
+        with zero3_construction(ref_config):
+            model = load_policy(self.cfg.model, "float32", self.device).eval().requires_grad_(False)
+        engine, *_ = deepspeed.initialize(model=model, config=ref_config)
+        return engine
+
     def train(self, groups: list[PromptGroup]) -> dict:
-        """Exactly one optimiser step over the whole batch, whatever its size; this rank takes its
-        contiguous shard. Every rank gets the same batch, so an empty one is skipped by all alike:
-        no step, and the policy version stays."""
+        """One update on the whole batch, whatever its size: learner.ppo_epochs passes, each of
+        learner.mini_batches optimizer steps; this rank takes its contiguous shard. Every rank gets
+        the same batch, so an empty one is skipped by all alike: no step, and the policy version stays."""
         cfg, lc = self.cfg, self.cfg.learner
-        samples = flatten_groups(groups, lc.std_norm, lc.advantage)
+        samples = flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter)
         if not samples:
             return {"sequences": 0}
-        normalizer = batch_normalizer(samples, lc.loss_agg, cfg.rollout.max_new_tokens)
         lo, hi = shard_bounds(len(samples), self.rank, self.world_size)
-        shard = samples[lo:hi]
-        # ZeRO-2 reduces gradients in every backward, a collective: every rank runs the micro-batches
-        # the largest shard needs, a shorter one padding with zero-weight copies of a sample.
-        largest_shard = -(-len(samples) // self.world_size)
-        micro_batches = -(-largest_shard // lc.micro_batch_size)
-        totals: dict[str, float] = {}
+        # A rank runs zero-weight copies of `pad` where it has fewer micro-batches than another.
+        pad = samples[lo] if hi > lo else samples[0]
         self.engine.train()
+        self.attach_fixed_logprobs(samples[lo:hi] or [pad], largest=-(-len(samples) // self.world_size))
+        totals: dict[str, float] = {}
+        plan = mini_batch_plan(len(samples), self.world_size, lc.mini_batches)
+        for _ in range(lc.ppo_epochs):
+            for parts in plan:
+                normalizer = batch_normalizer([samples[i] for part in parts for i in part], lc.loss_agg,
+                                              cfg.rollout.max_new_tokens)
+                self._optimizer_step([samples[i] for i in parts[self.rank]], max(map(len, parts)), normalizer,
+                                     totals, pad)
+        self.version += 1
+        steps = lc.ppo_epochs * len(plan)
+        totals["loss"] = totals.get("loss", 0.0) / steps  # the mean over the update's optimizer steps
+        totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)  # the last step's
+        totals["sequences"] = hi - lo
+        totals["peak_memory_gib_max"] = peak_memory_gib(self.device)
+        return totals
+
+    def _optimizer_step(self, part: list[Sample], largest_part: int, normalizer: float, totals: dict,
+                        pad: Sample) -> None:
+        """One optimizer step on this rank's part of a mini-batch. ZeRO reduces gradients in every
+        backward, a collective: every rank runs the micro-batches the largest part needs, a shorter
+        one padding with zero-weight copies of a sample."""
+        lc = self.cfg.learner
+        micro_batches = max(1, -(-largest_part // lc.micro_batch_size))
         for i in range(micro_batches):
-            part = shard[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
+            micro = part[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
             # Gradients accumulate up to the last micro-batch, whatever number DeepSpeed was set up
             # for; engine.step() then applies them as one step.
             self.engine.set_gradient_accumulation_boundary(i == micro_batches - 1)
-            batch = collate(part or samples[:1], self.pad_id, self.device)
-            loss, stats = grpo_loss(self.engine, self.ref_model, batch, lc, normalizer, self.version,
-                                    cfg.rollout.temperature, self.autocast, tis_cap(cfg))
+            batch = collate(micro or [pad], self.pad_id, self.device)
+            loss, stats = grpo_loss(self.engine, batch, lc, normalizer, self.version, self.cfg.rollout.temperature,
+                                    self.autocast, tis_cap(self.cfg))
             # DeepSpeed averages gradients over ranks; the loss is already this rank's share of a
             # global sum, so scale back up instead of letting the mean shrink it.
-            self.engine.backward(loss * (self.world_size if part else 0.0), scale_wrt_gas=False)
-            if part:
+            self.engine.backward(loss * (self.world_size if micro else 0.0), scale_wrt_gas=False)
+            if micro:
                 merge_stats(totals, stats)
         self.engine.step()
-        self.version += 1
-        totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
-        totals["sequences"] = len(shard)
-        return totals
+
+    @torch.no_grad()
+    def attach_fixed_logprobs(self, shard: list[Sample], largest: int) -> None:
+        """Before the first pass, the log-probs that stay fixed through the update: the reference
+        policy's (KL, beta > 0), and the learner's own when the batch takes several optimizer steps
+        (the ratio's denominator; stale samples keep their behaviour log-probs, the lag's correction).
+        Micro-batches as many as the largest shard needs, since ZeRO-3 forwards are collective."""
+        lc = self.cfg.learner
+        several_steps = lc.ppo_epochs * lc.mini_batches > 1
+        if not (several_steps or lc.beta > 0):
+            return
+        for i in range(max(1, -(-largest // lc.micro_batch_size))):
+            micro = shard[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
+            batch = collate(micro or shard[:1], self.pad_id, self.device)
+            lengths = [len(s.completion_ids) for s in micro]
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                if several_steps:
+                    current = self._logprobs(self.engine, batch)
+                    on_policy = (batch["policy_version"] == self.version).unsqueeze(-1)
+                    for s, row, n in zip(micro, torch.where(on_policy, current, batch["behaviour_logprobs"]), lengths):
+                        s.old_logprobs = row[:n].float().cpu()
+                if lc.beta > 0:
+                    with self.reference() as reference:
+                        for s, row, n in zip(micro, self._logprobs(reference, batch), lengths):
+                            s.ref_logprobs = row[:n].float().cpu()
+
+    def _logprobs(self, model, batch: dict) -> torch.Tensor:
+        lc = self.cfg.learner
+        return completion_logprobs(model, batch, self.cfg.rollout.temperature, lc.share_prompt, lc.logprob_chunk_tokens)
+
+    @contextlib.contextmanager
+    def reference(self):
+        """The reference policy: the initial model (a frozen copy), or with LoRA the engine's own
+        model with its adapter disabled, which is the base (no second copy)."""
+        if self.cfg.learner.lora.r:
+            with self.engine.module.disable_adapter():
+                yield self.engine
+        else:
+            yield self.ref_model
 
     def _full_parameters(self):
         return full_parameters(self.engine, self.cfg.learner.zero_stage)
 
+    def _named_weights(self):
+        """The policy's weights under the plain HF model's names, full: with LoRA, base + adapter
+        merged; under ZeRO-3, gathered a module at a time (collective: every rank walks it all)."""
+        module = self.engine.module
+        if self.cfg.learner.lora.r:
+            return merged_named_parameters(module)
+        return gathered_named_parameters(module, self.cfg.learner.zero_stage)
+
     def packed_weights(self) -> dict | None:
         """The current weights in the publish format, on rank 0 (None elsewhere). Collective under ZeRO-3."""
-        with self._full_parameters():
-            if self.rank != 0:
-                return None
-            if self._publish_slots is None:
-                self._publish_slots = PublishSlots(sum(p.numel() for p in self.engine.module.parameters()),
-                                                   self.cfg.rollout.dtype)
-            return self._publish_slots.pack(self.engine.module.named_parameters(), self.version)
+        weights = self._named_weights()
+        if self.rank != 0:
+            for _ in weights:  # the other ranks' part of each module's gather
+                pass
+            return None
+        if self._publish_slots is None:
+            self._publish_slots = PublishSlots(self._weights_numel(), self.cfg.rollout.dtype)
+        return self._publish_slots.pack(weights, self.version)
+
+    def _weights_numel(self) -> int:
+        """Values in a publish, counted without gathering (ZeRO-3 keeps a partitioned weight's full size in ds_numel)."""
+        module = self.engine.module
+        if self.cfg.learner.lora.r:
+            return sum(p.numel() for name, p in module.get_base_model().named_parameters() if "lora_" not in name)
+        return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
 
     def save(self, path: str) -> None:
+        """A plain HF model directory (LoRA: the merged weights, the adapter under adapter/)."""
         with self._full_parameters():
             if self.rank == 0:
-                self.engine.module.save_pretrained(path, safe_serialization=True)
+                if self.cfg.learner.lora.r:
+                    save_merged(self.engine.module, path)
+                else:
+                    self.engine.module.save_pretrained(path, safe_serialization=True)
                 load_tokenizer(self.cfg.model.path, self.cfg.model.trust_remote_code).save_pretrained(path)
 
     def save_training_state(self, path: str) -> None:
@@ -206,5 +366,6 @@ class Learner:
         return self.version
 
     def parameter_checksum(self) -> float:
-        with self._full_parameters():
-            return float(sum(p.detach().double().sum() for p in self.engine.module.parameters()))
+        """The sum of every trained weight (adapters included). Collective under ZeRO-3."""
+        return float(sum(p.detach().double().sum()
+                         for _, p in gathered_named_parameters(self.engine.module, self.cfg.learner.zero_stage)))

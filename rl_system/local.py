@@ -34,7 +34,7 @@ class LocalWorkers:
         self.model = load_policy(cfg.model, cfg.rollout.dtype, self.device).eval()
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
         self.policy_version = 0
-        self.scorer = GroupScorer(cfg.reward)
+        self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
         self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,

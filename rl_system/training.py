@@ -7,8 +7,8 @@ import torch
 
 from rl_system.algorithms.advantages import advantages as estimate_advantages
 from rl_system.algorithms.grpo import (
-    aggregate_loss, chunked_token_logprobs, clipped_policy_loss, kl_k3, loss_normalizer,
-    token_logprobs, truncated_importance_weight,
+    aggregate_loss, chunked_token_logprobs, clipped_policy_loss, gspo_old_logprobs, kl_k3, logits_logprobs_entropy,
+    loss_normalizer, truncated_importance_weight,
 )
 from rl_system.config import LearnerConfig
 from rl_system.types import PromptGroup
@@ -21,15 +21,22 @@ class Sample:
     behaviour_logprobs: list[float]
     advantage: float
     policy_version: int
+    in_loss: bool = True  # False: its tokens are masked out of the loss (DAPO's overlong filtering)
+    # Fixed for the whole update, computed once before its first pass (Learner.attach_fixed_logprobs):
+    old_logprobs: torch.Tensor | None = None  # the ratio's denominator when the batch takes several steps
+    ref_logprobs: torch.Tensor | None = None  # the reference policy's, for the KL term
 
 
-def flatten_groups(groups: list[PromptGroup], std_norm: bool, estimator: str = "grpo") -> list[Sample]:
-    """Every completion as a training sample with its advantage (`estimator`: learner.advantage)."""
+def flatten_groups(groups: list[PromptGroup], std_norm: bool, estimator: str = "grpo",
+                   overlong_filter: bool = False) -> list[Sample]:
+    """Every completion as a training sample with its advantage (`estimator`: learner.advantage).
+    `overlong_filter` keeps truncated completions out of the loss (their advantages still count in
+    their group's baseline): a cut-off answer is not evidence that its reasoning was wrong."""
     rewards = torch.tensor([r for g in groups for r in g.total_rewards])
     group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.total_rewards], dtype=torch.long)
     advantages = estimate_advantages(estimator, rewards, group_ids, std_norm).tolist()
-    samples = [Sample(g.prompt_ids, ids, lp, 0.0, g.policy_version)
-               for g in groups for ids, lp in zip(g.completion_ids, g.logprobs)]
+    samples = [Sample(g.prompt_ids, ids, lp, 0.0, g.policy_version, in_loss=not (overlong_filter and cut))
+               for g in groups for ids, lp, cut in zip(g.completion_ids, g.logprobs, g.truncated)]
     for sample, adv in zip(samples, advantages):
         sample.advantage = adv
     return samples
@@ -53,7 +60,7 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
     for i, s in enumerate(samples):
         c = len(s.completion_ids)
         targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        mask[i, :c] = 1
+        mask[i, :c] = float(s.in_loss)
         behaviour[i, :c] = torch.tensor(s.behaviour_logprobs)
     batch = {
         "prompt_ids": prompt_ids,
@@ -65,6 +72,9 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
         "advantages": torch.tensor([s.advantage for s in samples]),
         "policy_version": torch.tensor([s.policy_version for s in samples]),
     }
+    for key in ("old_logprobs", "ref_logprobs"):
+        if all(getattr(s, key) is not None for s in samples):
+            batch[key] = torch.nn.utils.rnn.pad_sequence([getattr(s, key) for s in samples], batch_first=True)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -75,7 +85,14 @@ def padded_positions(mask: torch.Tensor) -> torch.Tensor:
 
 def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bool = True,
                         chunk_tokens: int = 0) -> torch.Tensor:
-    """log p of every completion token. `share_prompt` runs each distinct prompt once and continues
+    """log p of every completion token (completion_logprobs_entropy without the entropy)."""
+    return completion_logprobs_entropy(model, batch, temperature, share_prompt, chunk_tokens)[0]
+
+
+def completion_logprobs_entropy(model, batch: dict, temperature: float, share_prompt: bool = True,
+                                chunk_tokens: int = 0, entropy: str = "") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p of every completion token, and the policy's entropy at each ("" none, "detached" for
+    logging, "grad" for an entropy bonus). `share_prompt` runs each distinct prompt once and continues
     all its completions from that prompt's KV cache, so a group of G completions costs one prompt
     forward instead of G (gradients flow back through the shared cache); otherwise each row runs
     prompt + completion in one forward. `chunk_tokens` > 0 stops the model at its hidden states and
@@ -110,48 +127,54 @@ def completion_logprobs(model, batch: dict, temperature: float, share_prompt: bo
                                 use_cache=False)
         states = states[:, :-1]
     if decoder is None:
-        return token_logprobs(states, targets, temperature)
-    return chunked_token_logprobs(states, causal_lm.get_output_embeddings(), targets, temperature, chunk_tokens)
+        return logits_logprobs_entropy(states, targets, temperature, entropy)
+    return chunked_token_logprobs(states, causal_lm.get_output_embeddings(), targets, temperature, chunk_tokens,
+                                  entropy)
 
 
-def grpo_loss(model, ref_model, batch: dict, cfg: LearnerConfig, normalizer: float, learner_version: int,
+def grpo_loss(model, batch: dict, cfg: LearnerConfig, normalizer: float, learner_version: int,
               temperature: float, autocast_dtype: torch.dtype | None, tis_cap: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """This micro-batch's share of the global GRPO loss, plus sums (and `*_max` maxima) for the step's
-    statistics.
+    """This micro-batch's share of the global policy loss, plus sums (and `*_max` maxima) for the
+    step's statistics.
 
-    On-policy samples (generated by the current weights) take the ratio against the detached
-    current log-probs, which is exact; older samples use the recorded behaviour log-probs, so
-    the clipped importance weight corrects for the lag. With `tis_cap` > 0 every token is also
-    weighted by min(pi_learner_old / pi_rollout, tis_cap) (truncated importance sampling).
+    The ratio's denominator: `old_logprobs` when the batch carries them (several optimizer steps on
+    one batch: the learner's log-probs before the first); otherwise on-policy samples (generated by
+    the current weights) take the detached current log-probs, which is exact, and older samples the
+    recorded behaviour log-probs, so the clipped importance weight corrects for the lag. With
+    `tis_cap` > 0 every token is also weighted by min(pi_learner_old / pi_rollout, tis_cap)
+    (truncated importance sampling). The KL term needs `ref_logprobs` in the batch.
     """
     device_type = batch["targets"].device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logprobs = completion_logprobs(model, batch, temperature, cfg.share_prompt, cfg.logprob_chunk_tokens)
-        ref_logprobs = None
-        if cfg.beta > 0:
-            with torch.no_grad():
-                ref_logprobs = completion_logprobs(ref_model, batch, temperature, cfg.share_prompt,
-                                                   cfg.logprob_chunk_tokens)
+        logprobs, entropy = completion_logprobs_entropy(model, batch, temperature, cfg.share_prompt,
+                                                        cfg.logprob_chunk_tokens,
+                                                        "grad" if cfg.entropy_coef > 0 else "detached")
+    mask, behaviour = batch["mask"], batch["behaviour_logprobs"]
     on_policy = (batch["policy_version"] == learner_version).unsqueeze(-1)
-    old = torch.where(on_policy, logprobs.detach(), batch["behaviour_logprobs"])
-    per_token, clipped = clipped_policy_loss(logprobs, old, batch["advantages"], cfg.epsilon_low, cfg.epsilon_high)
-    mask = batch["mask"]
-    mismatch = (logprobs.detach() - batch["behaviour_logprobs"]).abs() * mask  # learner vs rollout, same tokens
+    old = batch.get("old_logprobs", torch.where(on_policy, logprobs.detach(), behaviour))
+    ratio_base = gspo_old_logprobs(logprobs, old, mask) if cfg.policy_loss == "gspo" else old
+    per_token, clipped, dual_clipped = clipped_policy_loss(logprobs, ratio_base, batch["advantages"],
+                                                           cfg.epsilon_low, cfg.epsilon_high, cfg.dual_clip)
+    mismatch = (logprobs.detach() - behaviour).abs() * mask  # learner vs rollout, same tokens
     stats = {
         "tokens": mask.sum().item(),
         "clipped_tokens": (clipped * mask).sum().item(),
+        "dual_clipped_tokens": (dual_clipped * mask).sum().item(),
+        "entropy": (entropy.detach() * mask).sum().item(),
         "behaviour_logprob_abs_diff": mismatch.sum().item(),
         "behaviour_logprob_abs_diff_max": mismatch.max().item() if mismatch.numel() else 0.0,
     }
     if tis_cap > 0:
-        weight = truncated_importance_weight(old, batch["behaviour_logprobs"], tis_cap)
+        weight = truncated_importance_weight(old, behaviour, tis_cap)
         per_token = per_token * weight
         stats["tis_weight"] = (weight * mask).sum().item()
         stats["tis_capped_tokens"] = ((weight >= tis_cap) * mask).sum().item()
-    if ref_logprobs is not None:
-        kl = kl_k3(logprobs, ref_logprobs)
+    if cfg.beta > 0:
+        kl = kl_k3(logprobs, batch["ref_logprobs"])
         per_token = per_token + cfg.beta * kl
         stats["kl"] = (kl.detach() * mask).sum().item()
+    if cfg.entropy_coef > 0:
+        per_token = per_token - cfg.entropy_coef * entropy
     loss = aggregate_loss(per_token, mask, cfg.loss_agg, normalizer)
     stats["loss"] = loss.item()
     return loss, stats
@@ -177,5 +200,24 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
+def mini_batch_plan(n: int, world: int, mini_batches: int) -> list[list[range]]:
+    """The optimizer steps of one pass over a batch of n samples: for each mini-batch, each rank's
+    sample indices. A rank keeps its own shard (shard_bounds) in every pass, cut into `mini_batches`
+    contiguous parts in order, so groups stay together (their prompt runs once, share_prompt) and
+    the log-probs fixed before the first pass are on the rank that uses them."""
+    plan = []
+    for m in range(mini_batches):
+        parts = []
+        for rank in range(world):
+            lo, hi = shard_bounds(n, rank, world)
+            start, end = shard_bounds(hi - lo, m, mini_batches)
+            parts.append(range(lo + start, lo + end))
+        if any(parts):
+            plan.append(parts)
+    return plan
+
+
 def batch_normalizer(samples: list[Sample], mode: str, max_new_tokens: int) -> float:
-    return loss_normalizer(mode, [len(s.completion_ids) for s in samples], max_new_tokens)
+    """loss_normalizer over the samples in the loss (overlong-filtered ones count for nothing)."""
+    kept = [len(s.completion_ids) for s in samples if s.in_loss]
+    return max(1.0, loss_normalizer(mode, kept, max_new_tokens))

@@ -25,18 +25,26 @@ def pack_weights(named_params, version: int, dtype: str, out: torch.Tensor | Non
 
     Each tensor is cast straight into its slice of one flat buffer: `out` (a 1-D tensor of the
     rollout dtype and exactly the parameters' size, kept by the caller between publishes) or a new
-    one. Reusing it saves an allocation, and its page faults, on every publish."""
-    named = [(name, tensor.detach()) for name, tensor in named_params]
-    total, target = sum(tensor.numel() for _, tensor in named), dtype_from_name(dtype)
-    flat = torch.empty(total, dtype=target) if out is None else out
-    if flat.shape != (total,) or flat.dtype != target:
-        raise ValueError(f"publish buffer is {flat.dtype} {tuple(flat.shape)}, expected {dtype} ({total},)")
+    one. Reusing it saves an allocation, and its page faults, on every publish; and with `out` the
+    parameters are read one at a time, so an iterable that gathers each module's parameters only
+    while it is read (ZeRO-3) never holds the whole model."""
+    target = dtype_from_name(dtype)
+    if out is None:
+        named_params = [(name, tensor.detach()) for name, tensor in named_params]
+        out = torch.empty(sum(tensor.numel() for _, tensor in named_params), dtype=target)
+    if out.dtype != target or out.dim() != 1:
+        raise ValueError(f"publish buffer is {out.dtype} {tuple(out.shape)}, expected a 1-D {dtype} buffer")
     manifest, offset = [], 0
-    for name, tensor in named:
-        flat[offset:offset + tensor.numel()].copy_(tensor.reshape(-1))
-        manifest.append((name, tuple(tensor.shape), offset, tensor.numel()))
-        offset += tensor.numel()
-    return {"version": version, "dtype": dtype, "manifest": manifest, "data": flat.view(torch.uint8).numpy()}
+    for name, tensor in named_params:
+        numel = tensor.numel()
+        if offset + numel > out.numel():
+            raise ValueError(f"publish buffer holds {out.numel()} values, the parameters need more (at '{name}')")
+        out[offset:offset + numel].copy_(tensor.detach().reshape(-1))
+        manifest.append((name, tuple(tensor.shape), offset, numel))
+        offset += numel
+    if offset != out.numel():
+        raise ValueError(f"publish buffer holds {out.numel()} values, the parameters fill {offset}")
+    return {"version": version, "dtype": dtype, "manifest": manifest, "data": out.view(torch.uint8).numpy()}
 
 
 def check_packed_weights(packed: dict, expected_version: int, params: dict[str, tuple]) -> None:

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from rl_system.algorithms.grpo import (
-    aggregate_loss, clipped_policy_loss, group_advantages, kl_k3, loss_normalizer, token_logprobs, truncated_importance_weight,
+    aggregate_loss, clipped_policy_loss, group_advantages, gspo_old_logprobs, kl_k3, loss_normalizer, token_entropy,
+    token_logprobs, truncated_importance_weight,
 )
-from rl_system.training import flatten_groups
+from rl_system.training import batch_normalizer, collate, flatten_groups, mini_batch_plan
 
 
 def test_group_advantages_hand_computed():
@@ -41,14 +42,97 @@ def test_no_rewards_give_no_advantages():
 def test_clipped_loss_hand_computed():
     logprobs = torch.log(torch.tensor([[1.5, 0.5, 1.0]]))  # ratios vs old=0: 1.5, 0.5, 1.0
     old = torch.zeros_like(logprobs)
-    loss, clipped = clipped_policy_loss(logprobs, old, torch.tensor([2.0]), epsilon_low=0.2, epsilon_high=0.3)
+    loss, clipped, _ = clipped_policy_loss(logprobs, old, torch.tensor([2.0]), epsilon_low=0.2, epsilon_high=0.3)
     # A>0: -A*min(r, clip(r)): r=1.5 -> clip 1.3 -> -2.6 ; r=0.5 -> min(0.5, 0.8)=0.5 -> -1.0 ; r=1 -> -2
     assert loss[0].tolist() == pytest.approx([-2.6, -1.0, -2.0], abs=1e-6)
     assert clipped.tolist() == [[1.0, 0.0, 0.0]]
-    loss_neg, clipped_neg = clipped_policy_loss(logprobs, old, torch.tensor([-1.0]), 0.2, 0.3)
+    loss_neg, clipped_neg, _ = clipped_policy_loss(logprobs, old, torch.tensor([-1.0]), 0.2, 0.3)
     # A<0: -A*max(r, clip(r)): r=1.5 -> 1.5 ; r=0.5 -> clip 0.8 ; r=1 -> 1
     assert loss_neg[0].tolist() == pytest.approx([1.5, 0.8, 1.0], abs=1e-6)
     assert clipped_neg.tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_dual_clip_bounds_negative_advantage_losses_only():
+    logprobs = torch.log(torch.tensor([[5.0, 2.0, 0.5]]))  # ratios 5, 2, 0.5
+    old = torch.zeros_like(logprobs)
+    # A=-1, c=3: -A*max(r, clip(r)) = 5, 2, 0.8, then min(., -A*c = 3) -> 3, 2, 0.8
+    loss, _, dual = clipped_policy_loss(logprobs, old, torch.tensor([-1.0]), 0.2, 0.2, dual_clip=3.0)
+    assert loss[0].tolist() == pytest.approx([3.0, 2.0, 0.8], abs=1e-6) and dual.tolist() == [[1.0, 0.0, 0.0]]
+    # the bound is a constant: no gradient flows through a dual-clipped token
+    lp = logprobs.clone().requires_grad_()
+    clipped_policy_loss(lp, old, torch.tensor([-1.0]), 0.2, 0.2, dual_clip=3.0)[0].sum().backward()
+    assert lp.grad[0, 0] == 0 and lp.grad[0, 1] != 0
+    # A>0 is untouched: -2*min(r, clip(r)) = -2.4, -2.4, -1.0
+    pos, _, dual_pos = clipped_policy_loss(logprobs, old, torch.tensor([2.0]), 0.2, 0.2, dual_clip=3.0)
+    assert pos[0].tolist() == pytest.approx([-2.4, -2.4, -1.0], abs=1e-6) and dual_pos.sum() == 0
+
+
+def test_gspo_ratio_is_the_length_normalised_sequence_ratio():
+    # sequence 0: token log-ratios 0.3, -0.1 (mean 0.1); sequence 1: 0.9 on its one real token
+    old = torch.tensor([[-1.0, -2.0], [-1.0, 0.0]])
+    logprobs = (old + torch.tensor([[0.3, -0.1], [0.9, 5.0]])).requires_grad_()
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    base = gspo_old_logprobs(logprobs, old, mask)
+    ratio = torch.exp(logprobs - base)
+    assert ratio[0].tolist() == pytest.approx([math.exp(0.1)] * 2, abs=1e-6)
+    assert ratio[1, 0].item() == pytest.approx(math.exp(0.9), abs=1e-6)
+    # clipping acts on whole sequences: with eps 0.2 the second (ratio 2.46, A > 0) is clipped everywhere
+    loss, clipped, _ = clipped_policy_loss(logprobs, base, torch.tensor([1.0, 1.0]), 0.2, 0.2)
+    assert (clipped * mask).tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    # gradient of the sequence's loss -s*A (seq-mean-token-mean) is -s * mean_t grad lp_t: -s/2 per token
+    aggregate_loss(loss[:1], mask[:1], "seq-mean-token-mean", 1.0).backward()
+    assert logprobs.grad[0].tolist() == pytest.approx([-math.exp(0.1) / 2] * 2, abs=1e-6)
+
+
+def test_token_entropy_hand_computed():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1.0, 1e-12, 1e-12]]]))
+    expected = [-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)), 0.0]
+    assert token_entropy(logits).tolist()[0] == pytest.approx(expected, abs=1e-5)
+    # temperature -> infinity: uniform over 3 tokens
+    assert token_entropy(logits[:, :1], temperature=1e6).item() == pytest.approx(math.log(3), abs=1e-4)
+
+
+def test_mini_batch_plan_covers_every_sample_once_per_pass():
+    for n, world, mini in ((32, 2, 4), (7, 2, 3), (1, 2, 1), (5, 3, 5)):
+        plan = mini_batch_plan(n, world, mini)
+        seen = sorted(i for parts in plan for part in parts for i in part)
+        assert seen == list(range(n))
+        for parts in plan:
+            assert any(parts)  # no step without samples
+            for rank, part in enumerate(parts):  # each rank stays inside its own shard
+                assert all(rank * n // world <= i < (rank + 1) * n // world for i in part)
+    assert [[list(p) for p in parts] for parts in mini_batch_plan(8, 2, 2)] == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+
+
+def test_overlong_filter_masks_truncated_completions_out_of_the_loss():
+    from rl_system.data import Problem
+    from rl_system.types import PromptGroup
+
+    group = PromptGroup(Problem(0, "q", "1"), [1, 2], [[3, 4], [5], [6, 7, 8]], ["a", "b", "c"],
+                        [[-1.0, -1.0], [-1.0], [-1.0] * 3], [False, False, True], 0, total_rewards=[1.0, 0.0, 0.0])
+    kept = flatten_groups([group], True, overlong_filter=True)
+    assert [s.in_loss for s in kept] == [True, True, False]
+    # the truncated one still counts in its group's baseline
+    assert [s.advantage for s in kept] == pytest.approx([s.advantage for s in flatten_groups([group], True)])
+    batch = collate(kept, 0, torch.device("cpu"))
+    assert batch["mask"].tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert batch_normalizer(kept, "token-mean", 8) == 3.0  # its tokens are not in the denominator
+    assert batch_normalizer(kept, "seq-mean-token-mean", 8) == 2.0
+
+
+def test_policy_update_options_are_checked():
+    from rl_system.config import ConfigError, load_config
+
+    cfg = load_config("configs/r1_zero.yaml", ["learner.ppo_epochs=2", "learner.mini_batches=2", "learner.dual_clip=3",
+                                               "learner.policy_loss=gspo", "learner.entropy_coef=0.001"])
+    assert (cfg.learner.ppo_epochs, cfg.learner.mini_batches, cfg.learner.policy_loss) == (2, 2, "gspo")
+    for override, message in (("learner.ppo_epochs=0", "'learner.ppo_epochs': expected an integer >= 1"),
+                              ("learner.mini_batches=17", "'learner.mini_batches': expected at most the sequences per rank (16)"),
+                              ("learner.dual_clip=0.5", "'learner.dual_clip': expected 0 (off) or a number > 1"),
+                              ("learner.policy_loss=dpo", "'learner.policy_loss': expected one of"),
+                              ("learner.entropy_coef=-1", "'learner.entropy_coef': expected a number >= 0")):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_config("configs/r1_zero.yaml", [override])
 
 
 def test_truncated_importance_weight_hand_computed():

@@ -147,15 +147,19 @@ def test_resume_continues_with_the_identical_next_steps(tiny_model_dir, tmp_path
     assert resumed == straight
 
 
-def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path):
-    """2 ZeRO-2 ranks, DeepSpeed set up for 4 groups of 3 (6 micro-batches of 1 sample a rank). The
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path, zero_stage):
+    """2 ranks, DeepSpeed set up for 4 groups of 3 (6 micro-batches of 1 sample a rank). The
     buffer hands 2 groups (3 micro-batches a rank), then 1 (1 and 2 samples: the short rank pads with
     a zero-weight micro-batch). Each is exactly one optimizer step on every rank that moves the weights
-    and trains every sample (stepping after the 6th micro-batch, DeepSpeed took none for either)."""
+    and trains every sample (stepping after the 6th micro-batch, DeepSpeed took none for either).
+    At ZeRO-3 every forward is a collective too, the reference's (a sharded engine) included, and the
+    publish after each update gathers a module at a time."""
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "prompts_per_step=4",
-        "rollout.group_size=3", "learner.micro_batch_size=1", "learner.num_ranks=2", "learner.zero_stage=2",
+        "rollout.group_size=3", "learner.micro_batch_size=1", "learner.num_ranks=2", f"learner.zero_stage={zero_stage}",
         "rollout.num_workers=1", "learner.lr=1e-3", "data.num_eval=4", "cluster.include_dashboard=false",
+        "learner.beta=0.1",
     ]))
     groups = [PromptGroup(problem, [5 + k] * 6, [[7] * 3, [8] * 4, [9] * 5], ["x"] * 3, [[-1.0] * n for n in (3, 4, 5)],
                           [False] * 3, 0, total_rewards=[0.0, 1.0, 2.0])
@@ -174,6 +178,8 @@ def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tm
             batch, _ = workers.buffer_sample(n, learner_version=0)
             trained.append(workers.train(batch)["sequences"])
             assert optimizer_steps() == [len(trained)] * 2
+            workers.sync_weights(len(trained))
+            assert workers.rollout_versions() == [len(trained)]
             checksums.append(workers.learner_checksum())
         workers.shutdown()
     finally:

@@ -1,10 +1,13 @@
 """The learner's memory switches in a real DeepSpeed step (one process, no Ray): gradient
-checkpointing and the chunked output layer train, and take the same step as the defaults."""
+checkpointing, the chunked output layer, ZeRO-3 with a sharded or offloaded reference and the
+optimizer offloaded all train, and take the same step as the defaults."""
 import pytest
 import torch
 
 from rl_system.config import ConfigError, load_config
+from rl_system.learner import deepspeed_config, gathered_named_parameters, zero3_construction
 from rl_system.local import LocalWorkers
+from rl_system.models import load_model
 from rl_system.pipeline import r1_zero
 
 BASE = ["num_steps=1", "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
@@ -13,24 +16,70 @@ BASE = ["num_steps=1", "prompts_per_step=2", "rollout.group_size=4", "rollout.ma
         "reward.functions=[{name: format, weight: 0.5}, {name: 'tests.reward_fixtures:length_bonus', weight: 0.1}]"]
 
 
-def one_step(model_dir, out, *overrides) -> dict[str, torch.Tensor]:
+def one_step(model_dir, out, *overrides, check=None) -> dict[str, torch.Tensor]:
+    """The weights after one GRPO step (gathered under ZeRO-3); `check(workers)` runs before the step."""
     cfg = load_config("configs/r1_zero.yaml", [f"model.path={model_dir}", f"output_dir={out}", *BASE, *overrides])
     workers = LocalWorkers(cfg)
     try:
+        if check:
+            check(workers)
         r1_zero.train(cfg, workers)
-        return {n: p.detach().clone() for n, p in workers.learner.engine.module.named_parameters()}
+        return {n: p.detach().clone()
+                for n, p in gathered_named_parameters(workers.learner.engine.module, cfg.learner.zero_stage)}
     finally:
         workers.shutdown()
+
+
+def nearly_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Same samples, same update: Adam's first step moves every weight by about lr whatever its
+    gradient's size, so a rounding difference in a near-zero gradient may flip a few weights."""
+    assert list(a) == list(b)
+    differ = sum(int(((a[n] - b[n]).abs() > 1e-6).sum()) for n in a)
+    return differ <= 1e-3 * sum(p.numel() for p in a.values())
 
 
 def test_checkpointed_chunked_step_equals_the_default_step(tiny_model_dir, tmp_path):
     default = one_step(tiny_model_dir, tmp_path / "a", "learner.share_prompt=false")
     lean = one_step(tiny_model_dir, tmp_path / "b", "learner.share_prompt=false", "learner.gradient_checkpointing=true",
                     "learner.logprob_chunk_tokens=3")
-    # Same samples, same update: Adam's first step moves every weight by about lr whatever its gradient's
-    # size, so a rounding difference in a near-zero gradient may flip a few weights; nearly all agree.
-    differ = sum(int(((default[n] - lean[n]).abs() > 1e-6).sum()) for n in default)
-    assert differ <= 1e-3 * sum(p.numel() for p in default.values()), differ
+    assert nearly_equal(default, lean)
+
+
+def test_zero3_with_a_sharded_or_offloaded_reference_takes_the_zero2_step(tiny_model_dir, tmp_path):
+    """The KL to the reference matters here (beta 1, lr 1e-3, and two passes, so that the second
+    pass's policy has left the reference and the KL has a gradient): the reference as a ZeRO-3 engine
+    (partitioned, or in CPU memory) gives the update a full copy gives, and so do the optimizer
+    moments offloaded. ZeRO-3 builds the model partitioned (zero.Init), and publishes it a module at a time."""
+    def built_partitioned(workers):
+        for p in workers.learner.engine.module.parameters():
+            assert hasattr(p, "ds_id")  # a ZeRO-3 parameter: this rank holds its partition only
+        # zero3_construction: the model is partitioned as it is built, never whole on a rank
+        ds = deepspeed_config(micro_batch_size=4, grad_accum=2, world_size=1, grad_clip=1.0, zero_stage=3, lr=1e-3,
+                              weight_decay=0.0)
+        with zero3_construction(ds):
+            model = load_model(tiny_model_dir)
+        assert all(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())
+        assert all(not hasattr(p, "ds_id") for p in load_model(tiny_model_dir).parameters())  # closed: plain again
+
+    kl = ["learner.beta=1.0", "learner.ppo_epochs=2"]
+    zero2 = one_step(tiny_model_dir, tmp_path / "z2", *kl, "learner.zero_stage=2")
+    sharded = one_step(tiny_model_dir, tmp_path / "z3", *kl, "learner.zero_stage=3", check=built_partitioned)
+    offloaded = one_step(tiny_model_dir, tmp_path / "z3o", *kl, "learner.zero_stage=3", "learner.reference=offload",
+                         "learner.offload_optimizer=true")
+    assert nearly_equal(zero2, sharded) and nearly_equal(zero2, offloaded)
+    without_kl = one_step(tiny_model_dir, tmp_path / "nokl", "learner.beta=0", "learner.ppo_epochs=2",
+                          "learner.zero_stage=2")
+    assert not nearly_equal(zero2, without_kl)  # the reference really entered the update
+
+
+def test_reference_placement_and_offload_are_checked():
+    for overrides, message in (
+            (["learner.reference=sharded", "learner.zero_stage=2"], "'learner.reference': expected 'auto' or 'copy' "
+                                                                    "with learner.zero_stage=2"),
+            (["learner.reference=gpu"], "'learner.reference': expected one of"),
+            (["learner.offload_optimizer=true", "learner.zero_stage=0"], "'learner.offload_optimizer': expected false")):
+        with pytest.raises(ConfigError, match=message):
+            load_config("configs/r1_zero.yaml", overrides)
 
 
 def test_gradient_checkpointing_needs_the_prompt_per_row():

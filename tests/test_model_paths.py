@@ -96,7 +96,7 @@ def test_grpo_loss_gives_gradients_that_favour_rewarded_samples(model_and_tokeni
     samples = flatten_groups(groups, std_norm=True)
     batch = collate(samples, tok.pad_token_id, torch.device("cpu"))
     cfg = LearnerConfig(micro_batch_size=8, num_ranks=1)
-    loss, stats = grpo_loss(model, None, batch, cfg, normalizer=len(samples), learner_version=3,
+    loss, stats = grpo_loss(model, batch, cfg, normalizer=len(samples), learner_version=3,
                             temperature=0.9, autocast_dtype=None)
     assert torch.isfinite(loss) and stats["clipped_tokens"] == 0
     before = completion_logprobs(model, batch, 0.9).detach()
@@ -157,8 +157,12 @@ def test_publish_slots_alternate_and_readers_map_them_in_place(tiny_model_dir):
     slots.pack(model.named_parameters(), version=3)  # reuses version 1's slot
     with pytest.raises(WeightSyncError, match="holds version 3, expected 1"):
         reader.read({**first, "data": None})
-    with pytest.raises(ValueError, match=rf"expected bfloat16 \({size},\)"):
+    with pytest.raises(ValueError, match=rf"publish buffer holds {size - 1} values, the parameters need more"):
         pack_weights(model.named_parameters(), version=4, dtype="bfloat16", out=torch.empty(size - 1, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match=rf"publish buffer holds {size + 1} values, the parameters fill {size}"):
+        pack_weights(model.named_parameters(), version=4, dtype="bfloat16", out=torch.empty(size + 1, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="expected a 1-D bfloat16 buffer"):
+        pack_weights(model.named_parameters(), version=4, dtype="bfloat16", out=torch.empty(size))
 
 
 def test_a_far_publish_is_stored_in_a_local_slot_for_another_process(tiny_model_dir):

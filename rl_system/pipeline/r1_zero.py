@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from rl_system.algorithms.dapo import is_informative
 from rl_system.config import TrainConfig, to_dict
 from rl_system.data import Problem, PromptSampler, load_splits
 from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
@@ -75,8 +76,12 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
                     rollouts = workers.wait(handles)
                 with timer("score"):
                     scored, summaries = workers.score(rollouts)
+                kept, dapo = (keys, scored, summaries), {}
+                if cfg.dynamic_sampling.enabled:  # summaries: every group generated this step, for its metrics
+                    kept, summaries, dapo = sample_until_informative(cfg, workers, sampler, timer, kept)
+                with timer("score"):
                     failure_watch.check(summaries)  # a reward failing step after step stops the run here
-                    workers.buffer_add(keys, scored, summaries)
+                    workers.buffer_add(*kept)
                 batch, lags = workers.buffer_sample(cfg.prompts_per_step, version)
                 learner_stats = None
                 if batch:
@@ -87,10 +92,10 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
                         workers.sync_weights(version, wait=not ahead)
                 else:  # the buffer holds none of the batch (all dropped): no update, no new version
                     skipped_steps += 1
-            generated, scored_total = generated + len(rollouts), scored_total + len(scored)
+            generated, scored_total = generated + len(summaries), scored_total + len(summaries)
             metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
             metrics.update({"groups/generated": generated, "groups/scored": scored_total,
-                            "learner/skipped_steps": skipped_steps})
+                            "learner/skipped_steps": skipped_steps, **dapo})
             metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
             metrics.update(workers.step_done(step, metrics))
             writer.log(step, metrics)
@@ -98,8 +103,10 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
             tqdm.write(f"step {step:3d}  reward {metrics['reward/total']:.3f}  acc {metrics['accuracy']:.2f}  "
                        f"format {metrics['format_rate']:.2f}  {loss}  {metrics['time/step']:.1f}s")
             if stop.requested or step == cfg.num_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                # From the first batch ahead (untrained: drawn again). Dynamic sampling's refill rounds draw
+                # after it, so an async resume draws their prompts once more; none is skipped.
                 save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
-                                data_cursor=sampler.cursor - len(ahead) * cfg.prompts_per_step)  # untrained batches: again
+                                data_cursor=ahead[0][0][0] if ahead else sampler.cursor)
             if stop.requested:
                 print(f"{stop.signal_name}: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoint'}",
                       flush=True)
@@ -112,6 +119,31 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
     if results:
         print(results_table(results))
     return results
+
+
+def sample_until_informative(cfg: TrainConfig, workers: Workers, sampler: PromptSampler, timer: StepTimer,
+                             first: tuple[list, list, list]) -> tuple[tuple[list, list, list], list[dict], dict]:
+    """DAPO's dynamic sampling: keeps the groups of `first` (keys, scored groups, summaries) whose rewards
+    differ, and while fewer than prompts_per_step are kept, generates and scores another prompts_per_step
+    prompts, up to dynamic_sampling.max_rounds rounds. Returns the first prompts_per_step informative
+    groups, the summaries of every group generated, and the step's dapo/* metrics."""
+    n = cfg.prompts_per_step
+    kept = [g for g in zip(*first) if is_informative(g[2])]
+    summaries, rounds = list(first[2]), 1
+    while len(kept) < n and rounds < cfg.dynamic_sampling.max_rounds:
+        keys = list(range(sampler.cursor, sampler.cursor + n))  # as the driver keys its batches
+        with timer("generate"):  # with the newest weights, also in async mode
+            rollouts = workers.wait(workers.generate(sampler.next_batch(n)))
+        with timer("score"):
+            scored, new = workers.score(rollouts)
+        kept += [g for g in zip(keys, scored, new) if is_informative(g[2])]
+        summaries, rounds = summaries + new, rounds + 1
+    informative = len(kept)
+    kept = kept[:n]
+    metrics = {"dapo/rounds": rounds, "dapo/filtered_groups": len(summaries) - informative,
+               "dapo/extra_groups": len(summaries) - len(first[2]), "dapo/kept_groups": len(kept),
+               "dapo/surplus_groups": informative - len(kept)}  # informative, beyond prompts_per_step: dropped
+    return (([k for k, _, _ in kept], [g for _, g, _ in kept], [s for _, _, s in kept]), summaries, metrics)
 
 
 def trainer_state(checkpoint: Path) -> dict:
@@ -153,7 +185,7 @@ def step_metrics(summaries: list[dict], learner: dict | None, seconds: dict, lag
     m["format_rate"] = mean(f for s in summaries for f in s["formatted"])
     m["completion_length"] = mean(s["mean_length"] for s in summaries)
     m["truncated_rate"] = mean(s["truncated"] for s in summaries)
-    m["zero_std_groups"] = mean(float(s["reward_std"] == 0) for s in summaries)
+    m["zero_std_groups"] = mean(float(not is_informative(s)) for s in summaries)
     m["reward_failures"] = sum(sum(s["reward_failures"].values()) for s in summaries)
     if learner is not None:
         m.update(learner_metrics(learner))
@@ -173,6 +205,8 @@ def learner_metrics(learner: dict) -> dict:
     tokens = learner["tokens"]
     m["loss"] = learner["loss"]
     m["clip_fraction"] = learner["clipped_tokens"] / max(tokens, 1)
+    m["dual_clip_fraction"] = learner["dual_clipped_tokens"] / max(tokens, 1)
+    m["entropy"] = learner["entropy"] / max(tokens, 1)  # mean token entropy: a collapse shows here first
     # Rollout vs learner log-probs of the same tokens: numerics (or an engine) that drift apart.
     m["behaviour_logprob_abs_diff"] = learner["behaviour_logprob_abs_diff"] / max(tokens, 1)
     m["behaviour_logprob_abs_diff_max"] = learner["behaviour_logprob_abs_diff_max"]
@@ -182,6 +216,7 @@ def learner_metrics(learner: dict) -> dict:
     if "kl" in learner:
         m["kl"] = learner["kl"] / max(tokens, 1)
     m["grad_norm"] = learner["grad_norm"]
+    m["learner/peak_memory_gib"] = learner["peak_memory_gib_max"]  # the largest rank's
     return m
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from rl_system.algorithms.dapo import overlong_penalty
 from rl_system.config import RewardConfig
 from rl_system.data.general import prompt_kind
 from rl_system.rewards.runner import RewardRunner, weighted_total
@@ -17,11 +18,18 @@ LearnedScores = Callable[[float, set], dict[str, list[float] | None]]
 
 
 class GroupScorer:
-    def __init__(self, rc: RewardConfig):
+    def __init__(self, rc: RewardConfig, max_new_tokens: int = 0):
+        """`max_new_tokens` (rollout.max_new_tokens) is the L of reward.overlong_buffer's penalty."""
+        if rc.overlong_buffer and not 0 < rc.overlong_buffer < max_new_tokens:
+            raise ValueError(f"reward.overlong_buffer={rc.overlong_buffer} needs max_new_tokens above it, "
+                             f"got {max_new_tokens}")
+        self.overlong = (max_new_tokens, rc.overlong_buffer, rc.overlong_penalty) if rc.overlong_buffer else None
         self.failure_score = rc.failure_score
         self.runner = RewardRunner([(f.name, f.weight) for f in rc.functions], rc.timeout_s, rc.failure_score,
                                    {f.name: f.kwargs for f in rc.functions})
         self.weights = {f.name: f.weight for f in rc.functions} | {m.name: m.weight for m in rc.models}
+        if self.overlong:
+            self.weights["overlong"] = 1.0
         self.applies_to = {r.name: r.applies_to for r in (*rc.functions, *rc.models)}
 
     def score(self, group: PromptGroup, learned: LearnedScores | None = None) -> tuple[PromptGroup, dict]:
@@ -39,6 +47,8 @@ class GroupScorer:
                 errors[name] = "no score from the reward model within its timeout_s (late, crashed or dead replica)"
             scores[name] = values
         scores.update({name: [0.0] * n for name in not_here})
+        if self.overlong:  # DAPO's soft overlong punishment, added to the total with weight 1
+            scores["overlong"] = overlong_penalty([len(ids) for ids in group.completion_ids], *self.overlong)
         scored = dataclasses.replace(group, rewards=scores, total_rewards=weighted_total(scores, self.weights),
                                      reward_failures=failures, reward_errors=errors,
                                      score_s=time.perf_counter() - start)
