@@ -13,6 +13,7 @@ from pathlib import Path
 
 import ray
 
+from actors.generation_queue import GenerationQueue
 from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_alive, wait_until_gone
 from actors.learner import LearnerRank
 from actors.metrics import RunMetrics
@@ -23,7 +24,7 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
 from rl_system.learner import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
-from rl_system.training import merge_stats
+from rl_system.training import merge_stats, shard_bounds
 from rl_system.weights import WeightSyncError
 
 
@@ -58,6 +59,15 @@ def connect(cfg: TrainConfig) -> None:
              include_dashboard=cfg.cluster.include_dashboard, dashboard_host=cfg.cluster.dashboard_host,
              namespace=cfg.cluster.namespace, runtime_env=env,
              _metrics_export_port=cfg.cluster.metrics_export_port or None)
+
+
+def chunk_size(problems: int, workers: int, samples_per_problem: int, rc) -> int:
+    """Problems per generate call: rollout.chunk_prompts, or by default an equal share per worker
+    cut to one generation batch (rollout.max_batch_sequences), so large batches become several
+    chunks per worker that the queue balances, and a small one stays one batched call per worker."""
+    if rc.chunk_prompts:
+        return rc.chunk_prompts
+    return max(1, min(-(-problems // max(1, workers)), rc.max_batch_sequences // samples_per_problem))
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
@@ -105,39 +115,46 @@ class RayWorkers:
             pool.health()  # every replica loaded its model
         self._next_reward = 0
         self._generating: dict[ray.ObjectRef, ActorCall] = {}  # group ref -> its unfinished generate call
+        self.queue = GenerationQueue(self._submit_generate, lambda: self.rollouts.names)  # guards _generating
         self.calls_rerun: Counter = Counter()  # by method: calls run again after their actor died
         self._loads: tuple[int, list] | None = None  # (version, [(worker, its load ref)]) not yet checked
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
                  stop_strings: tuple[str, ...] | None = None) -> list:
-        """One ref per problem, in the order given, spread over the rollout workers; `wait` (or
-        `score`, `fetch`) finishes them. `stop_strings` overrides rollout.stop_strings."""
-        size = len(self.rollouts)
-        refs: list = [None] * len(problems)
-        for w, name in enumerate(self.rollouts.names):
-            index = list(range(w, len(problems), size))
-            if not index:
-                continue
-            args = ([problems[i] for i in index], greedy, max_new_tokens, n,
-                    [prefills[i] for i in index] if prefills else None, stop_strings)
-            call = self._submit(self.rollouts, name, "generate", args, num_returns=len(index) + 1)
-            for i, ref in zip(index, call.groups):
-                refs[i] = ref
-                self._generating[ref] = call
-        return refs
+        """One handle per problem, in the order given; `wait` (or `score`, `fetch`) finishes them. The
+        problems go in chunks (rollout.chunk_prompts) to whichever rollout worker is free (GenerationQueue).
+        `stop_strings` overrides rollout.stop_strings."""
+        size = chunk_size(len(problems), len(self.rollouts), n or self.cfg.rollout.group_size, self.cfg.rollout)
+        handles: list = []
+        for start in range(0, len(problems), size):
+            part = slice(start, start + size)
+            args = (problems[part], greedy, max_new_tokens, n, prefills[part] if prefills else None, stop_strings)
+            handles += self.queue.put(args, len(problems[part]))
+        return handles
+
+    def _submit_generate(self, name: str, args: tuple, count: int) -> tuple[list, ray.ObjectRef]:
+        """GenerationQueue's way to start a chunk on worker `name` (under its lock)."""
+        call = self._submit(self.rollouts, name, "generate", args, num_returns=count + 1)
+        for ref in call.groups:
+            self._generating[ref] = call
+        return call.groups, call.receipt
 
     def wait(self, handles: list) -> list:
         """Finishes the generate calls behind `handles`. A call whose rollout worker died runs again
         (on the restarted worker, which has caught up with the newest weights); returns the
-        handles with such calls' new refs in place."""
-        calls = list({id(c): c for h in handles if isinstance(h, ray.ObjectRef)
-                      and (c := self._generating.get(h)) is not None}.values())
+        handles, as refs, with such calls' new refs in place."""
+        handles = self.queue.resolve(handles)
+        with self.queue.lock:
+            calls = list({id(c): c for h in handles if isinstance(h, ray.ObjectRef)
+                          and (c := self._generating.get(h)) is not None}.values())
+        finished = self._finish(calls, self.rollouts)
         replaced = {}
-        for old, new in zip(calls, self._finish(calls, self.rollouts)):
-            for ref in old.groups:
-                del self._generating[ref]
-            replaced.update(zip(old.groups, new.groups))
+        with self.queue.lock:
+            for old, new in zip(calls, finished):
+                for ref in old.groups:
+                    del self._generating[ref]
+                replaced.update(zip(old.groups, new.groups))
         return [replaced.get(h, h) if isinstance(h, ray.ObjectRef) else h for h in handles]
 
     def score(self, rollouts: list) -> tuple[list, list[dict]]:
@@ -194,9 +211,13 @@ class RayWorkers:
         return ray.get(self.buffer.sample.remote(n, learner_version))
 
     def train(self, batch: list) -> dict:
-        """One update on the leased batch: acknowledged when every rank is done, released on failure."""
+        """One update on the leased batch: each rank gets the refs of its share of the groups only
+        (shard_bounds) and fetches just those. Acknowledged when every rank is done, released on failure."""
         keys, groups = [key for key, _ in batch], [ref for _, [ref] in batch]
-        start, refs = time.monotonic(), self.learners.call("train", groups)
+        ranks = self.learners.actors
+        start = time.monotonic()
+        refs = [rank.train.remote(groups[slice(*shard_bounds(len(groups), i, len(ranks)))])
+                for i, rank in enumerate(ranks)]
         try:
             per_rank = ray.get(refs)
             for name in self.learners.names:
@@ -252,7 +273,8 @@ class RayWorkers:
         target = self.scaler.decide(step, metrics, pending=len(self.rollouts.pending))
         if target != self.rollouts.size:
             self._check_loads(self.cfg.sync_timeout_s)  # no load left pending on a worker about to retire
-            self.rollouts.resize(target)
+            with self.queue.lock:  # no chunk handed to a worker while it retires
+                self.rollouts.resize(target)
         self.metrics.record(step, metrics)
         self.metrics.rollout_pool(len(self.rollouts), target)
         return {"rollout/workers": len(self.rollouts), "rollout/target_workers": target,
@@ -296,6 +318,7 @@ class RayWorkers:
         return ray.get(self.learners.call("parameter_checksum"))[0]  # collective under ZeRO-3
 
     def shutdown(self) -> None:
+        self.queue.close()
         ray.get(self.rewards.call("close"))
         for group in [self.learners, self.rollouts, self.rewards, *self.reward_models]:
             if group is not None:

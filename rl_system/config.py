@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from rl_system.algorithms.dapo import DynamicSamplingConfig
+from rl_system.envs.config import EnvConfig
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,9 @@ class RolloutConfig:
     dtype: str = "bfloat16"  # generation copy of the weights; the learner keeps fp32 masters
     stop_strings: tuple[str, ...] = ("</answer>",)
     max_batch_sequences: int = 64  # sequences in one generate call; larger requests are cut up
+    # Prompts per generate call handed to a free worker (actors/generation_queue.py); 0: an equal
+    # share per worker, cut to max_batch_sequences.
+    chunk_prompts: int = 0
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     num_threads: int = 0  # torch threads per worker; 0 = machine cores / workers
@@ -179,6 +183,9 @@ class LearnerConfig:
     # None (default): 2.0 with rollout.backend=vllm, off with hf (training.tis_cap).
     tis_cap: float | None = None
     autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
+    # The model's weights and gradients in bf16, fp32 master weights in DeepSpeed's optimizer (its bf16
+    # section; autocast not needed): 4 bytes a parameter instead of 8 before the optimizer's share.
+    bf16_weights: bool = False
     share_prompt: bool = True  # run each distinct prompt once per micro-batch, its completions on its KV cache
     # Log-probs through the output layer this many tokens at a time (0: all at once). Keeps the
     # (batch, length, vocab) logits out of memory: what long completions and large vocabularies need.
@@ -383,6 +390,7 @@ class TrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)  # the `evaluate` command
     # DAPO: train only on groups whose rewards differ, sampling more prompts while short (algorithms/dapo.py)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)  # multi-turn rollouts with a tool (rl_system/envs)
     prompts_per_step: int = 4
     num_steps: int = 25
     # "sync": each step generates with the newest weights, then trains. "async": generation runs
@@ -430,6 +438,10 @@ def _validate(c: TrainConfig) -> None:
     _check(c.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
            f"one of {ATTN_IMPLEMENTATIONS}", c.model.attn_implementation)
     _check(c.rollout.backend in ("hf", "vllm"), "rollout.backend", "'hf' or 'vllm'", c.rollout.backend)
+    _check(not c.env.name or c.rollout.backend == "hf", "rollout.backend",
+           "'hf' with env.name (multi-turn rollouts run on the HF backend so far)", c.rollout.backend)
+    _check(c.rollout.chunk_prompts >= 0, "rollout.chunk_prompts", "an integer >= 0 (0: an equal share per worker)",
+           c.rollout.chunk_prompts)
     _check(c.rollout.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib", "a positive integer", c.rollout.cpu_kv_cache_gib)
     _check(c.rollout.vllm_max_model_len >= 0, "rollout.vllm_max_model_len", "an integer >= 0 (0: the model's)",
            c.rollout.vllm_max_model_len)

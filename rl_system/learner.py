@@ -13,9 +13,9 @@ from rl_system.config import TrainConfig
 from rl_system.models import (
     apply_lora, dtype_from_name, load_policy, load_tokenizer, merged_named_parameters, pick_device, save_merged,
 )
+from rl_system.algorithms.grpo import loss_normalizer
 from rl_system.training import (
-    Sample, batch_normalizer, collate, completion_logprobs, flatten_groups, grpo_loss, merge_stats,
-    mini_batch_plan, shard_bounds, tis_cap,
+    Sample, collate, completion_logprobs, flatten_groups, grpo_loss, loss_counts, merge_stats, shard_bounds, tis_cap,
 )
 from rl_system.types import PromptGroup
 from rl_system.weights import PublishSlots
@@ -23,12 +23,14 @@ from rl_system.weights import PublishSlots
 
 def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
                      lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                     overrides: dict | None = None, torch_autocast: str = "", offload_optimizer: bool = False) -> dict:
+                     overrides: dict | None = None, torch_autocast: str = "", offload_optimizer: bool = False,
+                     bf16: bool = False) -> dict:
     """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it.
     `torch_autocast` (a dtype name) lets torch's autocast act inside the engine's forward: on CUDA,
     DeepSpeed 0.19 turns an autocast the caller opened off there unless this section asks for it
     (seen on an H200: the learner then ran in fp32). `offload_optimizer` keeps the Adam moments
-    (and the step) in CPU memory: 8 bytes a parameter off the GPU."""
+    (and the step) in CPU memory: 8 bytes a parameter off the GPU. `bf16`: the engine holds the
+    model in bf16 and keeps fp32 master weights in the optimizer (DeepSpeed's bf16 section)."""
     ds = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -43,6 +45,8 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
     }
     if torch_autocast:
         ds["torch_autocast"] = {"enabled": True, "dtype": torch_autocast}
+    if bf16:
+        ds["bf16"] = {"enabled": True}
     if offload_optimizer:
         ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         ds["zero_force_ds_cpu_optimizer"] = False  # torch's AdamW on the CPU moments: no C++ op to build
@@ -54,7 +58,7 @@ def reference_deepspeed_config(train_config: dict, offload: bool) -> dict:
     partitioned over the ranks like the policy's and gathered a layer at a time in forward, or
     with `offload` kept in CPU memory and brought to the device a layer at a time."""
     keep = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "steps_per_print",
-            "torch_autocast")
+            "torch_autocast", "bf16")
     return {**{k: train_config[k] for k in keep if k in train_config},
             "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu" if offload else "none"}}}
 
@@ -194,8 +198,9 @@ class Learner:
             micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
             world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
             weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed, offload_optimizer=lc.offload_optimizer,
+            bf16=lc.bf16_weights,
             # CPU autocast is left alone by DeepSpeed (it checks CUDA's), so only CUDA needs the section.
-            torch_autocast=lc.autocast_dtype if self.device.type == "cuda" and lc.autocast_dtype != "float32" else "")
+            torch_autocast=lc.autocast_dtype if self.device.type == "cuda" and self._autocast_dtype() else "")
         with zero3_construction(ds_config if lc.zero_stage == 3 else None):
             model = load_policy(cfg.model, "float32", self.device)  # ZeRO-3: each rank builds its partition only
         model.config.use_cache = False
@@ -209,15 +214,20 @@ class Learner:
         if lc.beta > 0 and not lc.lora.r:  # LoRA's reference is the base under the adapter
             self.ref_model = self._reference_model(deepspeed, ds_config)
         self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
-        ad = cfg.learner.autocast_dtype
-        self.autocast = None if ad == "float32" else dtype_from_name(ad)
+        self.autocast = self._autocast_dtype()
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        """The forward's autocast dtype; none with bf16 weights (they already compute in bf16) or float32."""
+        lc = self.cfg.learner
+        return None if lc.bf16_weights or lc.autocast_dtype == "float32" else dtype_from_name(lc.autocast_dtype)
 
     def _reference_model(self, deepspeed, ds_config: dict):
         """The frozen initial policy, as learner.reference places it: a full copy on this rank's
         device, or (ZeRO-3) a ZeRO-3 inference engine, partitioned over the ranks or offloaded."""
         placement = reference_placement(self.cfg.learner)
         if placement == "copy":
-            return load_policy(self.cfg.model, "float32", self.device).eval().requires_grad_(False)
+            dtype = "bfloat16" if self.cfg.learner.bf16_weights else "float32"
+            return load_policy(self.cfg.model, dtype, self.device).eval().requires_grad_(False)
         ref_config = reference_deepspeed_config(ds_config, offload=placement == "offload")
         with zero3_construction(ref_config):
             model = load_policy(self.cfg.model, "float32", self.device).eval().requires_grad_(False)
@@ -225,33 +235,56 @@ class Learner:
         return engine
 
     def train(self, groups: list[PromptGroup]) -> dict:
-        """One update on the whole batch, whatever its size: learner.ppo_epochs passes, each of
-        learner.mini_batches optimizer steps; this rank takes its contiguous shard. Every rank gets
-        the same batch, so an empty one is skipped by all alike: no step, and the policy version stays."""
+        """One update on the batch, of which this rank holds `groups` (whole groups; the other ranks
+        the rest): learner.ppo_epochs passes, each of learner.mini_batches optimizer steps, whatever
+        the shards' sizes. What the whole batch decides (its size, each mini-batch's loss normaliser,
+        REINFORCE++'s moments) is summed over the ranks. An empty batch is skipped by every rank
+        alike: no step, and the policy version stays."""
         cfg, lc = self.cfg, self.cfg.learner
-        samples = flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter)
-        if not samples:
+        samples = flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter, self._sum_across_ranks)
+        parts = [samples[slice(*shard_bounds(len(samples), m, lc.mini_batches))] for m in range(lc.mini_batches)]
+        # Per mini-batch: [largest part of any rank, sequences, tokens], one all-reduce for them all.
+        sizes = [[len(part), *loss_counts(part)] for part in parts]
+        largest = self._max_across_ranks(torch.tensor([len(samples)] + [n for n, _, _ in sizes], dtype=torch.float64))
+        counts = self._sum_across_ranks(torch.tensor([[q, t] for _, q, t in sizes], dtype=torch.float64))
+        if largest[0] == 0:
             return {"sequences": 0}
-        lo, hi = shard_bounds(len(samples), self.rank, self.world_size)
         # A rank runs zero-weight copies of `pad` where it has fewer micro-batches than another.
-        pad = samples[lo] if hi > lo else samples[0]
+        pad = samples[0] if samples else self._pad_sample()
         self.engine.train()
-        self.attach_fixed_logprobs(samples[lo:hi] or [pad], largest=-(-len(samples) // self.world_size))
+        self.attach_fixed_logprobs(samples or [pad], largest=int(largest[0]))
         totals: dict[str, float] = {}
-        plan = mini_batch_plan(len(samples), self.world_size, lc.mini_batches)
+        steps = 0
         for _ in range(lc.ppo_epochs):
-            for parts in plan:
-                normalizer = batch_normalizer([samples[i] for part in parts for i in part], lc.loss_agg,
-                                              cfg.rollout.max_new_tokens)
-                self._optimizer_step([samples[i] for i in parts[self.rank]], max(map(len, parts)), normalizer,
-                                     totals, pad)
+            for m, part in enumerate(parts):
+                if largest[m + 1] == 0:
+                    continue  # no rank has a sample for this mini-batch
+                normalizer = loss_normalizer(lc.loss_agg, int(counts[m][0]), int(counts[m][1]), cfg.rollout.max_new_tokens)
+                self._optimizer_step(part, int(largest[m + 1]), normalizer, totals, pad)
+                steps += 1
         self.version += 1
-        steps = lc.ppo_epochs * len(plan)
         totals["loss"] = totals.get("loss", 0.0) / steps  # the mean over the update's optimizer steps
         totals["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)  # the last step's
-        totals["sequences"] = hi - lo
+        totals["sequences"] = len(samples)
         totals["peak_memory_gib_max"] = peak_memory_gib(self.device)
         return totals
+
+    def _sum_across_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return self._reduce(values, torch.distributed.ReduceOp.SUM)
+
+    def _max_across_ranks(self, values: torch.Tensor) -> torch.Tensor:
+        return self._reduce(values, torch.distributed.ReduceOp.MAX)
+
+    def _reduce(self, values: torch.Tensor, op) -> torch.Tensor:
+        if self.world_size == 1:
+            return values
+        on_device = values.to(self.device)  # NCCL reduces GPU tensors only
+        torch.distributed.all_reduce(on_device, op=op)
+        return on_device.cpu()
+
+    def _pad_sample(self) -> Sample:
+        """A one-token stand-in for a rank that holds no sample of a batch others train on."""
+        return Sample([self.pad_id], [self.pad_id], [0.0], 0.0, self.version, in_loss=False)
 
     def _optimizer_step(self, part: list[Sample], largest_part: int, normalizer: float, totals: dict,
                         pad: Sample) -> None:

@@ -5,9 +5,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-
-from rl_system.algorithms.grpo import token_logprobs
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from rl_system.config import TrainConfig
 from rl_system.data import Problem, format_prompt
 from rl_system.training import padded_positions
@@ -24,7 +22,7 @@ class SamplingParams:
     stop_strings: tuple[str, ...] = ("</answer>",)
 
 
-class _StopRecorder(StoppingCriteria):
+class StopRecorder(StoppingCriteria):
     """Stops a sequence at EOS or a stop string and remembers how many tokens it kept."""
 
     def __init__(self, tokenizer, prompt_len: int, batch: int, stop_strings: tuple[str, ...]):
@@ -46,6 +44,30 @@ class _StopRecorder(StoppingCriteria):
                 if any(s in text for s in self.stop_strings):
                     self.lengths[i] = generated
         return torch.tensor([length is not None for length in self.lengths], device=input_ids.device)
+
+
+class SampledLogprobs(LogitsProcessor, StoppingCriteria):
+    """The behaviour log-prob of each sampled token, log softmax(logits / temperature), without
+    keeping every step's full-vocabulary logits (generate's output_logits): as a logits processor
+    (user processors run before generate's temperature and top-p warpers) it keeps the current
+    step's log-probs, (batch, vocabulary) in fp32; as a stopping criterion (run once the step's
+    token is appended) it picks the sampled token's and lets the step go."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.step: torch.Tensor | None = None
+        self.picked: list[torch.Tensor] = []  # one (batch,) tensor per generated position
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # no **kwargs: generate checks
+        if self.step is None:  # a logits processor's call: before sampling
+            self.step = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+            return scores
+        self.picked.append(self.step.gather(1, input_ids[:, -1:]).squeeze(1))  # after: the token is in
+        self.step = None
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def logprobs(self) -> torch.Tensor:
+        return torch.stack(self.picked, dim=1)
 
 
 def encode_prompts(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str],
@@ -83,19 +105,16 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     prefills = prefills or [prefill] * len(problems)
     enc = encode_prompts(tokenizer, problems, system_prompt, prefills, model.device)
     prompt_len = enc["input_ids"].shape[1]
-    recorder = _StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
+    recorder = StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
+    sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
     sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-    out = model.generate(
+    sequences = model.generate(
         **shared_prompt_inputs(model, enc, params.n), do_sample=not params.greedy,
-        max_new_tokens=params.max_new_tokens,
-        stopping_criteria=StoppingCriteriaList([recorder]), output_logits=True, return_dict_in_generate=True,
-        pad_token_id=tokenizer.pad_token_id, **sampling,
+        max_new_tokens=params.max_new_tokens, logits_processor=LogitsProcessorList([sampled]),
+        stopping_criteria=StoppingCriteriaList([sampled, recorder]), pad_token_id=tokenizer.pad_token_id, **sampling,
     )
-    generated = out.sequences[:, prompt_len:]
-    temperature = 1.0 if params.greedy else params.temperature
-    logprobs = torch.stack([token_logprobs(step_logits, generated[:, t], temperature)
-                            for t, step_logits in enumerate(out.logits)], dim=1).cpu()
-    generated = generated.cpu()
+    generated = sequences[:, prompt_len:].cpu()
+    logprobs = sampled.logprobs().cpu()
     elapsed = time.perf_counter() - start
 
     groups = []
@@ -127,9 +146,15 @@ def sample_batch(model, tokenizer, cfg: TrainConfig, problems: list[Problem], po
                  greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
                  prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None) -> list[PromptGroup]:
     """generate_groups with sampling_params(...), in chunks of at most rollout.max_batch_sequences
-    sequences, which bounds the logits kept."""
+    sequences, which bounds the KV cache and each step's logits."""
     params = sampling_params(cfg, greedy, max_new_tokens, n, stop_strings)
     per_call = max(1, cfg.rollout.max_batch_sequences // params.n)
+    if cfg.env.name:  # multi-turn with a tool
+        from rl_system.rollout_multiturn import generate_multiturn_groups
+
+        return [g for i in range(0, len(problems), per_call) for g in generate_multiturn_groups(
+            model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.env, cfg.data.system_prompt,
+            cfg.data.prefill, prefills[i:i + per_call] if prefills else None)]
     return [g for i in range(0, len(problems), per_call) for g in generate_groups(
         model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.data.system_prompt, cfg.data.prefill,
         prefills[i:i + per_call] if prefills else None)]

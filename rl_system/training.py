@@ -5,10 +5,11 @@ from dataclasses import dataclass
 
 import torch
 
+from rl_system.algorithms.advantages import SumAcrossRanks
 from rl_system.algorithms.advantages import advantages as estimate_advantages
 from rl_system.algorithms.grpo import (
     aggregate_loss, chunked_token_logprobs, clipped_policy_loss, gspo_old_logprobs, kl_k3, logits_logprobs_entropy,
-    loss_normalizer, truncated_importance_weight,
+    truncated_importance_weight,
 )
 from rl_system.config import LearnerConfig
 from rl_system.types import PromptGroup
@@ -22,21 +23,24 @@ class Sample:
     advantage: float
     policy_version: int
     in_loss: bool = True  # False: its tokens are masked out of the loss (DAPO's overlong filtering)
+    loss_mask: list[int] | None = None  # multi-turn: 0 for a tool's tokens, which the model did not sample
     # Fixed for the whole update, computed once before its first pass (Learner.attach_fixed_logprobs):
     old_logprobs: torch.Tensor | None = None  # the ratio's denominator when the batch takes several steps
     ref_logprobs: torch.Tensor | None = None  # the reference policy's, for the KL term
 
 
 def flatten_groups(groups: list[PromptGroup], std_norm: bool, estimator: str = "grpo",
-                   overlong_filter: bool = False) -> list[Sample]:
-    """Every completion as a training sample with its advantage (`estimator`: learner.advantage).
-    `overlong_filter` keeps truncated completions out of the loss (their advantages still count in
-    their group's baseline): a cut-off answer is not evidence that its reasoning was wrong."""
+                   overlong_filter: bool = False, across_ranks: SumAcrossRanks | None = None) -> list[Sample]:
+    """Every completion as a training sample with its advantage (`estimator`: learner.advantage;
+    `across_ranks`: when other ranks hold the rest of the batch). `overlong_filter` keeps truncated
+    completions out of the loss (their advantages still count in their group's baseline): a cut-off
+    answer is not evidence that its reasoning was wrong."""
     rewards = torch.tensor([r for g in groups for r in g.total_rewards])
     group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.total_rewards], dtype=torch.long)
-    advantages = estimate_advantages(estimator, rewards, group_ids, std_norm).tolist()
-    samples = [Sample(g.prompt_ids, ids, lp, 0.0, g.policy_version, in_loss=not (overlong_filter and cut))
-               for g in groups for ids, lp, cut in zip(g.completion_ids, g.logprobs, g.truncated)]
+    advantages = estimate_advantages(estimator, rewards, group_ids, std_norm, across_ranks).tolist()
+    samples = [Sample(g.prompt_ids, ids, lp, 0.0, g.policy_version, in_loss=not (overlong_filter and cut),
+                      loss_mask=g.loss_masks[i] if g.loss_masks else None)
+               for g in groups for i, (ids, lp, cut) in enumerate(zip(g.completion_ids, g.logprobs, g.truncated))]
     for sample, adv in zip(samples, advantages):
         sample.advantage = adv
     return samples
@@ -55,18 +59,21 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
         prompt_ids[i, p_len - len(p):] = torch.tensor(p)
         prompt_mask[i, p_len - len(p):] = 1
     targets = torch.full((len(samples), c_len), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(samples), c_len))
+    tokens = torch.zeros((len(samples), c_len), dtype=torch.long)  # real tokens: what attention sees
+    mask = torch.zeros((len(samples), c_len))  # tokens in the loss: the model's own, of samples in the loss
     behaviour = torch.zeros((len(samples), c_len))
     for i, s in enumerate(samples):
         c = len(s.completion_ids)
         targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        mask[i, :c] = float(s.in_loss)
+        tokens[i, :c] = 1
+        mask[i, :c] = float(s.in_loss) * (torch.tensor(s.loss_mask, dtype=torch.float) if s.loss_mask else 1.0)
         behaviour[i, :c] = torch.tensor(s.behaviour_logprobs)
     batch = {
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
         "prompt_index": torch.tensor(prompt_index),
         "targets": targets,
+        "tokens_mask": tokens,
         "mask": mask,
         "behaviour_logprobs": behaviour,
         "advantages": torch.tensor([s.advantage for s in samples]),
@@ -100,7 +107,7 @@ def completion_logprobs_entropy(model, batch: dict, temperature: float, share_pr
     vocab) logits."""
     index, prompt_mask, targets = batch["prompt_index"], batch["prompt_mask"], batch["targets"]
     p_len, c_len = prompt_mask.shape[1], targets.shape[1]
-    attention = torch.cat([prompt_mask[index], batch["mask"].long()], dim=1)
+    attention = torch.cat([prompt_mask[index], batch["tokens_mask"]], dim=1)
     positions = padded_positions(attention)
     causal_lm = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
     decoder = causal_lm.get_decoder() if chunk_tokens else None
@@ -200,24 +207,8 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
-def mini_batch_plan(n: int, world: int, mini_batches: int) -> list[list[range]]:
-    """The optimizer steps of one pass over a batch of n samples: for each mini-batch, each rank's
-    sample indices. A rank keeps its own shard (shard_bounds) in every pass, cut into `mini_batches`
-    contiguous parts in order, so groups stay together (their prompt runs once, share_prompt) and
-    the log-probs fixed before the first pass are on the rank that uses them."""
-    plan = []
-    for m in range(mini_batches):
-        parts = []
-        for rank in range(world):
-            lo, hi = shard_bounds(n, rank, world)
-            start, end = shard_bounds(hi - lo, m, mini_batches)
-            parts.append(range(lo + start, lo + end))
-        if any(parts):
-            plan.append(parts)
-    return plan
-
-
-def batch_normalizer(samples: list[Sample], mode: str, max_new_tokens: int) -> float:
-    """loss_normalizer over the samples in the loss (overlong-filtered ones count for nothing)."""
-    kept = [len(s.completion_ids) for s in samples if s.in_loss]
-    return max(1.0, loss_normalizer(mode, kept, max_new_tokens))
+def loss_counts(samples: list[Sample]) -> tuple[int, int]:
+    """(sequences, tokens) in the loss (overlong-filtered samples count nothing): what
+    loss_normalizer takes, once summed over the ranks."""
+    kept = [sum(s.loss_mask) if s.loss_mask else len(s.completion_ids) for s in samples if s.in_loss]
+    return len(kept), sum(kept)

@@ -22,6 +22,10 @@ class PromptGroup:
     reward_failures: dict[str, int] = field(default_factory=dict)
     reward_errors: dict[str, str] = field(default_factory=dict)  # per failed reward: why, in one line
     score_s: float = 0.0
+    # Multi-turn rollouts (env.name): per completion, 1 where the model sampled the token, 0 where a
+    # tool wrote it (empty: every token is the model's); the group's tool counters, summed.
+    loss_masks: list[list[int]] = field(default_factory=list)
+    env_stats: dict[str, float] = field(default_factory=dict)
 
 
 def group_summary(group: PromptGroup) -> dict:
@@ -35,6 +39,7 @@ def group_summary(group: PromptGroup) -> dict:
         "correct": [float(v >= 1.0) for v in group.rewards.get("accuracy", [])],
         "formatted": [float(v >= 1.0) for v in group.rewards.get("format", [])],
         "completion_tokens": sum(lengths),
+        "completions": len(lengths),
         "mean_length": sum(lengths) / len(lengths),
         "truncated": sum(group.truncated) / len(group.truncated),
         "reward_std": _std(group.total_rewards),
@@ -42,6 +47,7 @@ def group_summary(group: PromptGroup) -> dict:
         "reward_errors": dict(group.reward_errors),
         "generate_s": group.generate_s,
         "score_s": group.score_s,
+        "env_stats": dict(group.env_stats),
     }
 
 

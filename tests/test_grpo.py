@@ -7,7 +7,7 @@ from rl_system.algorithms.grpo import (
     aggregate_loss, clipped_policy_loss, group_advantages, gspo_old_logprobs, kl_k3, loss_normalizer, token_entropy,
     token_logprobs, truncated_importance_weight,
 )
-from rl_system.training import batch_normalizer, collate, flatten_groups, mini_batch_plan
+from rl_system.training import collate, flatten_groups, loss_counts
 
 
 def test_group_advantages_hand_computed():
@@ -92,16 +92,21 @@ def test_token_entropy_hand_computed():
     assert token_entropy(logits[:, :1], temperature=1e6).item() == pytest.approx(math.log(3), abs=1e-4)
 
 
-def test_mini_batch_plan_covers_every_sample_once_per_pass():
-    for n, world, mini in ((32, 2, 4), (7, 2, 3), (1, 2, 1), (5, 3, 5)):
-        plan = mini_batch_plan(n, world, mini)
-        seen = sorted(i for parts in plan for part in parts for i in part)
-        assert seen == list(range(n))
-        for parts in plan:
-            assert any(parts)  # no step without samples
-            for rank, part in enumerate(parts):  # each rank stays inside its own shard
-                assert all(rank * n // world <= i < (rank + 1) * n // world for i in part)
-    assert [[list(p) for p in parts] for parts in mini_batch_plan(8, 2, 2)] == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+def test_reinforce_pp_over_ranks_equals_the_whole_batch():
+    """Each rank holds whole groups; REINFORCE++'s batch mean and std come from moments summed over
+    the ranks (an all-reduce in the learner), and give the single-process advantages."""
+    from rl_system.algorithms.advantages import advantages
+
+    torch.manual_seed(0)
+    rewards, groups = torch.rand(12), torch.arange(12) // 4
+    whole = advantages("reinforce_pp", rewards, groups)
+    halves = [(rewards[:4], groups[:4]), (rewards[4:], groups[4:])]
+    moments = []
+    for r, g in halves:  # what each rank contributes
+        advantages("reinforce_pp", r, g, across_ranks=lambda m: moments.append(m) or m)
+    summed = moments[0] + moments[1]
+    per_rank = torch.cat([advantages("reinforce_pp", r, g, across_ranks=lambda m: summed) for r, g in halves])
+    assert torch.allclose(per_rank, whole, atol=1e-5)
 
 
 def test_overlong_filter_masks_truncated_completions_out_of_the_loss():
@@ -116,8 +121,10 @@ def test_overlong_filter_masks_truncated_completions_out_of_the_loss():
     assert [s.advantage for s in kept] == pytest.approx([s.advantage for s in flatten_groups([group], True)])
     batch = collate(kept, 0, torch.device("cpu"))
     assert batch["mask"].tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
-    assert batch_normalizer(kept, "token-mean", 8) == 3.0  # its tokens are not in the denominator
-    assert batch_normalizer(kept, "seq-mean-token-mean", 8) == 2.0
+    assert loss_counts(kept) == (2, 3)  # its sequence and tokens are not in the denominator
+    assert loss_normalizer("token-mean", *loss_counts(kept), 8) == 3.0
+    assert loss_normalizer("seq-mean-token-mean", *loss_counts(kept), 8) == 2.0
+    assert loss_normalizer("seq-mean-token-mean", *loss_counts([]), 8) == 1.0  # never a division by 0
 
 
 def test_policy_update_options_are_checked():
@@ -168,11 +175,11 @@ def test_aggregation_modes_hand_computed():
     per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     lengths = [3, 1]
-    seq = aggregate_loss(per_token, mask, "seq-mean-token-mean", loss_normalizer("seq-mean-token-mean", lengths, 4))
+    seq = aggregate_loss(per_token, mask, "seq-mean-token-mean", loss_normalizer("seq-mean-token-mean", len(lengths), sum(lengths), 4))
     assert seq.item() == pytest.approx((2.0 + 4.0) / 2)
-    tok = aggregate_loss(per_token, mask, "token-mean", loss_normalizer("token-mean", lengths, 4))
+    tok = aggregate_loss(per_token, mask, "token-mean", loss_normalizer("token-mean", len(lengths), sum(lengths), 4))
     assert tok.item() == pytest.approx(10.0 / 4)
-    dr = aggregate_loss(per_token, mask, "seq-mean-token-sum-norm", loss_normalizer("seq-mean-token-sum-norm", lengths, 4))
+    dr = aggregate_loss(per_token, mask, "seq-mean-token-sum-norm", loss_normalizer("seq-mean-token-sum-norm", len(lengths), sum(lengths), 4))
     assert dr.item() == pytest.approx(10.0 / (2 * 4))
 
 
@@ -183,7 +190,7 @@ def test_sharded_aggregation_sums_to_global_loss(mode):
     mask = (torch.rand(8, 5) > 0.3).float()
     mask[:, 0] = 1
     lengths = mask.sum(-1).int().tolist()
-    norm = loss_normalizer(mode, lengths, 5)
+    norm = loss_normalizer(mode, len(lengths), sum(lengths), 5)
     whole = aggregate_loss(per_token, mask, mode, norm)
     shards = sum(aggregate_loss(per_token[i:i + 3], mask[i:i + 3], mode, norm) for i in range(0, 8, 3))
     assert shards.item() == pytest.approx(whole.item(), rel=1e-5)

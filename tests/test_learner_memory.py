@@ -85,3 +85,21 @@ def test_reference_placement_and_offload_are_checked():
 def test_gradient_checkpointing_needs_the_prompt_per_row():
     with pytest.raises(ConfigError, match="'learner.share_prompt': expected false with learner.gradient_checkpointing"):
         load_config("configs/r1_zero.yaml", ["learner.gradient_checkpointing=true"])
+
+
+def test_bf16_weights_train_with_fp32_master_weights(tiny_model_dir, tmp_path):
+    """learner.bf16_weights: the engine's model in bf16 (half the bytes of fp32 weights and gradients),
+    DeepSpeed's optimizer updating fp32 master copies; the step goes where the fp32 step goes."""
+    before = {n: p.detach().clone() for n, p in load_model(tiny_model_dir).named_parameters()}
+
+    def in_bf16(workers):
+        assert all(p.dtype == torch.bfloat16 for p in workers.learner.engine.module.parameters())
+        assert workers.learner.autocast is None
+        masters = [p for group in workers.learner.engine.optimizer.param_groups for p in group["params"]]
+        assert masters and all(p.dtype == torch.float32 for p in masters)
+
+    bf16 = one_step(tiny_model_dir, tmp_path / "bf16", "learner.bf16_weights=true", "learner.beta=0.1", check=in_bf16)
+    fp32 = one_step(tiny_model_dir, tmp_path / "fp32", "learner.beta=0.1")
+    moved = [(bf16[n].float() - before[n], fp32[n] - before[n]) for n in before]
+    agree = sum(int(((a.sign() == b.sign()) & (b.abs() > 1e-4)).sum()) for a, b in moved)
+    assert agree >= 0.9 * sum(int((b.abs() > 1e-4).sum()) for _, b in moved)

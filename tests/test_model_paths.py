@@ -53,6 +53,35 @@ def test_behaviour_logprobs_match_the_training_forward(model_and_tokenizer, grou
     assert torch.allclose(lp[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
 
 
+def test_behaviour_logprobs_ignore_top_p_and_keep_no_logits(model_and_tokenizer):
+    """With top-p the tokens come from the truncated distribution, but their recorded log-probs are
+    the full temperature distribution's, which is what the learner's forward computes; and generate
+    is not asked to keep every step's logits."""
+    model, tok = model_and_tokenizer
+    torch.manual_seed(1)
+    calls = []
+    original = model.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    model.generate = spy
+    try:
+        groups = generate_groups(model, tok, PROBLEMS, SamplingParams(n=4, max_new_tokens=10, temperature=0.7, top_p=0.5,
+                                                                      stop_strings=()), policy_version=0)
+    finally:
+        del model.generate
+    assert not calls[0].get("output_logits") and not calls[0].get("output_scores")
+    for g in groups:
+        g.total_rewards = [0.0, 1.0, 0.0, 1.0]
+    batch = collate(flatten_groups(groups, std_norm=True), tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        lp = completion_logprobs(model, batch, temperature=0.7)
+    mask = batch["mask"].bool()
+    assert torch.allclose(lp[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
+
+
 def test_shared_prompt_forward_matches_the_full_forward(tiny_model_dir):
     """One prompt forward shared by its completions gives the same log-probs and gradients as
     running every row in full, with two prompts of different lengths in one micro-batch."""

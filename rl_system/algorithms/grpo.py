@@ -93,14 +93,15 @@ def aggregate_loss(per_token: torch.Tensor, mask: torch.Tensor, mode: str, norma
     raise ValueError(f"learner.loss_agg '{mode}': unknown aggregation")
 
 
-def loss_normalizer(mode: str, completion_lengths: list[int], max_completion_len: int) -> float:
-    """The global-batch denominator `aggregate_loss` expects for `mode`."""
+def loss_normalizer(mode: str, sequences: int, tokens: int, max_completion_len: int) -> float:
+    """The global-batch denominator `aggregate_loss` expects for `mode`, from the batch's
+    sequences and completion tokens in the loss (each rank's counts summed); never 0."""
     if mode == "seq-mean-token-mean":
-        return float(len(completion_lengths))
+        return float(max(1, sequences))
     if mode == "token-mean":
-        return float(max(1, sum(completion_lengths)))
+        return float(max(1, tokens))
     if mode == "seq-mean-token-sum-norm":
-        return float(len(completion_lengths) * max_completion_len)
+        return float(max(1, sequences) * max_completion_len)
     raise ValueError(f"learner.loss_agg '{mode}': unknown aggregation")
 
 

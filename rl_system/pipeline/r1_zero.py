@@ -187,6 +187,12 @@ def step_metrics(summaries: list[dict], learner: dict | None, seconds: dict, lag
     m["truncated_rate"] = mean(s["truncated"] for s in summaries)
     m["zero_std_groups"] = mean(float(not is_informative(s)) for s in summaries)
     m["reward_failures"] = sum(sum(s["reward_failures"].values()) for s in summaries)
+    if any(s.get("env_stats") for s in summaries):  # multi-turn rollouts with a tool
+        completions = sum(s["completions"] for s in summaries)
+        m["env/turns_per_sample"] = sum(s["env_stats"]["turns"] for s in summaries) / completions
+        m["env/tool_calls_per_sample"] = sum(s["env_stats"]["tool_calls"] for s in summaries) / completions
+        m["env/tool_errors"] = sum(s["env_stats"]["tool_errors"] for s in summaries)
+        m["env/tool_s"] = sum(s["env_stats"]["tool_s"] for s in summaries)
     if learner is not None:
         m.update(learner_metrics(learner))
     m["staleness/max"] = max(lags) if lags else 0

@@ -1,10 +1,10 @@
 """Reward functions by name. A reward is any callable f(prompts, completions, **columns) -> list[float]."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Callable
 
+from rl_system.imports import import_object
 from rl_system.rewards.rules import accuracy_reward, extract_answer, format_reward, language_consistency_reward
 
 RewardFn = Callable[..., list]
@@ -25,27 +25,12 @@ def resolve_reward(name: str) -> RewardFn:
     """A registered name, or `package.module:function` for a user's own reward (its signature checked)."""
     if name in REWARD_FUNCTIONS:
         return REWARD_FUNCTIONS[name]
-    module, sep, attr = name.partition(":")
-    if not sep:
+    if ":" not in name:
         raise UnknownRewardError(f"reward.functions name '{name}': unknown reward (registered: "
                                  f"{', '.join(sorted(REWARD_FUNCTIONS))}; or give 'package.module:function')")
-    if not module or not attr:
-        raise UnknownRewardError(f"reward.functions name '{name}': expected 'package.module:function'")
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError as e:
-        raise UnknownRewardError(f"reward.functions name '{name}': cannot import module '{module}' ({e})") from None
-    except BaseException as e:  # the module itself raised while being imported (SyntaxError, sys.exit, ...)
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        from rl_system.data.sources import one_line
-
-        raise UnknownRewardError(f"reward.functions name '{name}': importing module '{module}' raised "
-                                 f"{one_line(e)}") from None
-    if not hasattr(loaded, attr):
-        raise UnknownRewardError(f"reward.functions name '{name}': module '{module}' has no '{attr}'")
-    fn = getattr(loaded, attr)
+    fn = import_object(name, f"reward.functions name '{name}'", "package.module:function", UnknownRewardError)
     if not callable(fn):
+        attr = name.partition(":")[2]
         raise UnknownRewardError(f"reward.functions name '{name}': '{attr}' is a {type(fn).__name__}, "
                                  f"expected a function {SIGNATURE}")
     _check_signature(name, fn)

@@ -1,0 +1,88 @@
+"""Multi-turn rollouts with a tool on the HF backend (rl_system/rollout_multiturn.py), no Ray: a
+trajectory is exactly the sampled tokens plus the tool's reply tokens, its loss mask says which are
+which, and the learner's recomputed log-probs of the model's tokens equal the behaviour log-probs.
+
+The policy is the tiny random model taught one tool-using answer by a few hundred SFT steps on its
+exact token sequence, so that its greedy turns really call the calculator and read the result."""
+import pytest
+import torch
+
+from rl_system.data import Problem, format_prompt
+from rl_system.envs import EnvConfig, format_observation
+from rl_system.models import load_model, load_tokenizer
+from rl_system.rollout import SamplingParams
+from rl_system.rollout_multiturn import generate_multiturn_groups
+from rl_system.training import collate, completion_logprobs, flatten_groups, loss_counts
+
+PROBLEM = Problem(0, "What is 17 + 25?", "42")
+TURN_1, TURN_2 = " I add.<tool>17+25</tool>", " So<answer>42</answer>"
+
+
+@pytest.fixture(scope="module")
+def tool_model(tiny_model_dir):
+    """(model, tokenizer, the ids of turn 1, of the calculator's reply, of turn 2)."""
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir)
+    prompt = tok.encode(format_prompt(tok, PROBLEM.question, "", "<think>"), add_special_tokens=False)
+    parts = [tok.encode(text, add_special_tokens=False) for text in (TURN_1, format_observation("42"), TURN_2)]
+    ids = torch.tensor([prompt + [t for part in parts for t in part]])
+    labels = ids.clone()
+    labels[:, :len(prompt)] = -100
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = model(input_ids=ids, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 1e-3:
+            break
+    return model.eval(), tok, *parts
+
+
+def test_a_trajectory_is_the_sampled_tokens_plus_the_tools_reply(tool_model):
+    model, tok, turn_1, reply, turn_2 = tool_model
+    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
+                                        0, EnvConfig(name="calculator"))
+    # The calculator computed 17+25 itself; its reply went in as tokens, the model's turns as sampled.
+    assert group.completion_ids == [turn_1 + reply + turn_2]
+    assert group.loss_masks == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
+    assert group.completions == ["<think>" + TURN_1 + "<result>42</result>" + TURN_2]
+    assert group.logprobs[0][len(turn_1):len(turn_1) + len(reply)] == [0.0] * len(reply)
+    assert group.env_stats == {"turns": 2, "tool_calls": 1, "tool_errors": 0, "tool_s": group.env_stats["tool_s"]}
+    assert group.truncated == [False]
+
+
+def test_the_learner_recomputes_the_behaviour_logprobs_of_the_models_tokens_only(tool_model):
+    model, tok, *_ = tool_model
+    torch.manual_seed(3)
+    groups = generate_multiturn_groups(model, tok, [PROBLEM, Problem(1, "What is 3 + 4?", "7")],
+                                       SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0,
+                                       EnvConfig(name="calculator", max_turns=3))
+    assert any(0 in mask for g in groups for mask in g.loss_masks)  # some sampled trajectories called the tool
+    for g in groups:
+        g.total_rewards = [1.0, 0.0, 0.0, 1.0]
+    samples = flatten_groups(groups, std_norm=True)
+    batch = collate(samples, tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        recomputed = completion_logprobs(model, batch, temperature=0.8)
+    mask = batch["mask"].bool()
+    assert torch.allclose(recomputed[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
+    assert mask.sum() == loss_counts(samples)[1] == sum(sum(m) for g in groups for m in g.loss_masks)
+
+
+def test_a_tool_that_raises_is_contained_and_counted(tool_model):
+    model, tok, turn_1, *_ = tool_model
+    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
+                                        0, EnvConfig(name="tests.env_fixtures:RaisingEnv", max_turns=2))
+    assert group.completion_ids[0][:len(turn_1)] == turn_1
+    assert "error: the environment failed: RuntimeError: tool backend down" in group.completions[0]
+    stats = group.env_stats
+    assert stats["turns"] == 2 and stats["tool_errors"] == stats["tool_calls"] >= 1  # every call failed, none crashed
+
+
+def test_max_turns_ends_a_trajectory_after_its_last_tool_reply(tool_model):
+    model, tok, turn_1, reply, _ = tool_model
+    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
+                                        0, EnvConfig(name="calculator", max_turns=1))
+    assert group.completion_ids == [turn_1 + reply] and group.env_stats["turns"] == 1
