@@ -45,7 +45,10 @@ bench: $(MODEL)/config.json  ## ratios measured side by side; results and machin
 	$(PY) benchmarks/async_vs_sync.py
 	$(PY) benchmarks/async_vs_sync.py --disjoint-cores --output runs/bench/async_vs_sync_disjoint
 	$(PY) benchmarks/rollout_scaling.py
+	$(PY) benchmarks/rollout_queue.py
+	$(PY) benchmarks/zero_memory.py
 	$(PY) benchmarks/trl_grpo.py
+	$(PY) benchmarks/algorithms.py
 
 # On a machine with one CUDA GPU: its own venv with PyPI's CUDA torch and vLLM, then 3 GRPO steps
 # with HF rollouts and 3 with vLLM (benchmarks/gpu_check.py); says so and exits 2 without a GPU.

@@ -35,7 +35,7 @@ SIZES = {  # Llama shapes; parameters counted with the tied 49152 x hidden embed
 
 
 def step_peaks(model_dir: Path, zero_stage: int, completion_tokens: int) -> list[float]:
-    """Each rank's peak memory (GiB) after setup and one update on 2 prompts x 8 completions."""
+    """Each rank's peak memory (GiB) after setup and one update on 2 prompts x 8 completions (one per rank)."""
     cfg = demo_config([f"model.path={model_dir}", "learner.num_ranks=2", f"learner.zero_stage={zero_stage}",
                        "learner.beta=0.001", "prompts_per_step=2", "rollout.group_size=8", "learner.micro_batch_size=4",
                        "learner.num_threads=1"])
@@ -50,7 +50,7 @@ def step_peaks(model_dir: Path, zero_stage: int, completion_tokens: int) -> list
                                for _ in range(8)], ["x"] * 8, [[-1.0] * completion_tokens] * 8, [False] * 8, 0,
                               total_rewards=[float(j % 2) for j in range(8)])
                   for i in range(2)]
-        stats = ray.get(ranks.call("train", [ray.put(g) for g in groups]))
+        stats = ray.get([rank.train.remote([ray.put(group)]) for rank, group in zip(ranks.actors, groups)])  # a group each
         ranks.kill()
         return [s["peak_memory_gib_max"] for s in stats]
     finally:

@@ -9,11 +9,11 @@ import resource
 import torch
 from safetensors.torch import load_file, save_file
 
+from rl_system.algorithms.grpo import loss_normalizer
 from rl_system.config import TrainConfig
 from rl_system.models import (
     apply_lora, dtype_from_name, load_policy, load_tokenizer, merged_named_parameters, pick_device, save_merged,
 )
-from rl_system.algorithms.grpo import loss_normalizer
 from rl_system.training import (
     Sample, collate, completion_logprobs, flatten_groups, grpo_loss, loss_counts, merge_stats, shard_bounds, tis_cap,
 )

@@ -111,9 +111,7 @@ def test_rollout_workers_follow_generation_demand_onto_new_nodes_and_back(tiny_m
                          for w in workers.rollouts.actors])
         assert len(set(nodes)) == 3  # one worker on the head and one on each new node
         problems = load_splits(cfg.data)[0][:3]
-        rollouts = workers.generate(problems)
-        workers.wait(rollouts)
-        groups = ray.get(rollouts)
+        groups = workers.fetch(workers.generate(problems))
         assert [g.problem for g in groups] == problems and all(len(g.completions) == 2 for g in groups)
 
         # Generation falls to 5% of the step: the extra workers retire, then their nodes go.

@@ -150,9 +150,10 @@ def test_resume_continues_with_the_identical_next_steps(tiny_model_dir, tmp_path
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path, zero_stage):
     """2 ranks, DeepSpeed set up for 4 groups of 3 (6 micro-batches of 1 sample a rank). The
-    buffer hands 2 groups (3 micro-batches a rank), then 1 (1 and 2 samples: the short rank pads with
-    a zero-weight micro-batch). Each is exactly one optimizer step on every rank that moves the weights
-    and trains every sample (stepping after the 6th micro-batch, DeepSpeed took none for either).
+    buffer hands 2 groups (one a rank: 3 micro-batches each), then 1 (rank 0 gets none and runs 3
+    zero-weight micro-batches beside rank 1's 3). Each is exactly one optimizer step on every rank
+    that moves the weights and trains every sample (stepping after the 6th micro-batch, DeepSpeed
+    took none for either).
     At ZeRO-3 every forward is a collective too, the reference's (a sharded engine) included, and the
     publish after each update gathers a module at a time."""
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [

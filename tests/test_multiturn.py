@@ -86,3 +86,12 @@ def test_max_turns_ends_a_trajectory_after_its_last_tool_reply(tool_model):
     [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
                                         0, EnvConfig(name="calculator", max_turns=1))
     assert group.completion_ids == [turn_1 + reply] and group.env_stats["turns"] == 1
+
+
+def test_the_tools_config_loads_and_multi_turn_needs_the_hf_backend():
+    from rl_system.config import ConfigError, load_config
+
+    cfg = load_config("configs/r1_zero_tools.yaml")
+    assert cfg.env.name == "calculator" and "<tool>" in cfg.data.system_prompt
+    with pytest.raises(ConfigError, match="'rollout.backend': expected 'hf' with env.name"):
+        load_config("configs/r1_zero_tools.yaml", ["rollout.backend=vllm"])
