@@ -24,6 +24,7 @@ from safetensors import safe_open
 from _common import demo_config
 from actors.group import ActorGroup
 from actors.learner import LearnerRank
+from rl_system.learner import peak_memory_gib
 from rl_system.data import Problem
 from rl_system.models import make_tiny_model
 from rl_system.types import PromptGroup
@@ -44,6 +45,8 @@ def step_peaks(model_dir: Path, zero_stage: int, completion_tokens: int) -> list
         ranks = ActorGroup(LearnerRank, "learner", 2, cfg, 2, num_cpus=1)
         address, port = ray.get(ranks.actors[0].master_address.remote())
         ray.get(ranks.call("setup", address, port))
+        after_setup = ray.get([r.__ray_call__.remote(lambda self: peak_memory_gib(self.device)) for r in ranks.actors])
+        print(f"ZeRO-{zero_stage}: peak after setup {' / '.join(f'{p:.2f}' for p in after_setup)} GiB", flush=True)
         generator = torch.Generator().manual_seed(0)
         groups = [PromptGroup(Problem(i, "q", "1"), torch.randint(100, 49000, (32,), generator=generator).tolist(),
                               [torch.randint(100, 49000, (completion_tokens,), generator=generator).tolist()
