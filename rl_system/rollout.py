@@ -93,6 +93,28 @@ def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
 
 
 @torch.no_grad()
+def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: int, params: SamplingParams,
+                         stop_strings: tuple[str, ...]) -> list[tuple[list[int], list[float], bool]]:
+    """generate() from `inputs` (`rows` sequences after `prompt_len` prompt columns): for each row,
+    the ids it kept, their behaviour log-probs, and whether it stopped (a stop string or EOS) before
+    params.max_new_tokens."""
+    recorder = StopRecorder(tokenizer, prompt_len, rows, stop_strings)
+    sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
+    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+    sequences = model.generate(
+        **inputs, do_sample=not params.greedy, max_new_tokens=params.max_new_tokens,
+        logits_processor=LogitsProcessorList([sampled]), stopping_criteria=StoppingCriteriaList([sampled, recorder]),
+        pad_token_id=tokenizer.pad_token_id, **sampling,
+    )
+    generated, logprobs = sequences[:, prompt_len:].cpu(), sampled.logprobs().cpu()
+    out = []
+    for i, kept in enumerate(recorder.lengths):
+        n = kept or generated.shape[1]
+        out.append((generated[i, :n].tolist(), logprobs[i, :n].tolist(), kept is not None))
+    return out
+
+
+@torch.no_grad()
 def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
                     system_prompt: str = "", prefill: str = "<think>",
                     prefills: list[str] | None = None) -> list[PromptGroup]:
@@ -104,30 +126,18 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     start = time.perf_counter()
     prefills = prefills or [prefill] * len(problems)
     enc = encode_prompts(tokenizer, problems, system_prompt, prefills, model.device)
-    prompt_len = enc["input_ids"].shape[1]
-    recorder = StopRecorder(tokenizer, prompt_len, len(problems) * params.n, params.stop_strings)
-    sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
-    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-    sequences = model.generate(
-        **shared_prompt_inputs(model, enc, params.n), do_sample=not params.greedy,
-        max_new_tokens=params.max_new_tokens, logits_processor=LogitsProcessorList([sampled]),
-        stopping_criteria=StoppingCriteriaList([sampled, recorder]), pad_token_id=tokenizer.pad_token_id, **sampling,
-    )
-    generated = sequences[:, prompt_len:].cpu()
-    logprobs = sampled.logprobs().cpu()
+    sampled = sample_with_logprobs(model, tokenizer, shared_prompt_inputs(model, enc, params.n),
+                                   enc["input_ids"].shape[1], len(problems) * params.n, params, params.stop_strings)
     elapsed = time.perf_counter() - start
 
     groups = []
     for p_idx, problem in enumerate(problems):
         prompt_ids = enc["input_ids"][p_idx][enc["attention_mask"][p_idx].bool()].tolist()
-        rows = range(p_idx * params.n, (p_idx + 1) * params.n)
-        lengths = [recorder.lengths[r] or generated.shape[1] for r in rows]
-        ids = [generated[r, :n].tolist() for r, n in zip(rows, lengths)]
+        rows = sampled[p_idx * params.n:(p_idx + 1) * params.n]
         groups.append(PromptGroup(
-            problem=problem, prompt_ids=prompt_ids, completion_ids=ids,
-            completions=[prefills[p_idx] + tokenizer.decode(x, skip_special_tokens=True) for x in ids],
-            logprobs=[logprobs[r, :n].tolist() for r, n in zip(rows, lengths)],
-            truncated=[recorder.lengths[r] is None for r in rows],
+            problem=problem, prompt_ids=prompt_ids, completion_ids=[ids for ids, _, _ in rows],
+            completions=[prefills[p_idx] + tokenizer.decode(ids, skip_special_tokens=True) for ids, _, _ in rows],
+            logprobs=[logprobs for _, logprobs, _ in rows], truncated=[not stopped for _, _, stopped in rows],
             policy_version=policy_version, generate_s=elapsed / len(problems),
         ))
     return groups

@@ -10,11 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList
-
 from rl_system.data import Problem
 from rl_system.envs import EnvConfig, Environment, StepResult, make_env
-from rl_system.rollout import SamplingParams, SampledLogprobs, StopRecorder, encode_prompts
+from rl_system.rollout import SamplingParams, encode_prompts, sample_with_logprobs
 from rl_system.types import PromptGroup
 
 
@@ -46,30 +44,17 @@ def env_step(env: Environment, turn_text: str) -> StepResult:
                           info={"tool_call": True, "error": True, "seconds": 0.0})
 
 
-@torch.no_grad()
 def sample_turn(model, tokenizer, rows: list[list[int]], params: SamplingParams,
                 stop_strings: tuple[str, ...]) -> list[tuple[list[int], list[float], bool]]:
-    """One model turn for each row of ids (left-padded into one batch): the ids it sampled, their
-    log-probs, and whether it stopped (a stop string or EOS) before params.max_new_tokens."""
+    """One model turn for each row of ids, left-padded into one batch (sample_with_logprobs)."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         input_ids[i, width - len(row):] = torch.tensor(row)
         attention[i, width - len(row):] = 1
-    recorder = StopRecorder(tokenizer, width, len(rows), stop_strings)
-    sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
-    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-    sequences = model.generate(
-        input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device), do_sample=not params.greedy,
-        max_new_tokens=params.max_new_tokens, logits_processor=LogitsProcessorList([sampled]),
-        stopping_criteria=StoppingCriteriaList([sampled, recorder]), pad_token_id=tokenizer.pad_token_id, **sampling)
-    generated, logprobs = sequences[:, width:].cpu(), sampled.logprobs().cpu()
-    out = []
-    for i, kept in enumerate(recorder.lengths):
-        n = kept or generated.shape[1]
-        out.append((generated[i, :n].tolist(), logprobs[i, :n].tolist(), kept is not None))
-    return out
+    inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+    return sample_with_logprobs(model, tokenizer, inputs, width, len(rows), params, stop_strings)
 
 
 def generate_multiturn_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
