@@ -49,6 +49,7 @@ bench: $(MODEL)/config.json  ## ratios measured side by side; results and machin
 	$(PY) benchmarks/zero_memory.py
 	$(PY) benchmarks/trl_grpo.py
 	$(PY) benchmarks/algorithms.py
+	$(PY) benchmarks/tool_use.py
 
 # On a machine with one CUDA GPU: its own venv with PyPI's CUDA torch and vLLM, then 3 GRPO steps
 # with HF rollouts and 3 with vLLM (benchmarks/gpu_check.py); says so and exits 2 without a GPU.

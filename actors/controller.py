@@ -54,7 +54,8 @@ def connect(cfg: TrainConfig) -> None:
         return
     most_rollouts = cfg.rollout.worker_bounds()[1]
     needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + most_rollouts * cfg.rollout.num_cpus
-              + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models))
+              + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
+              + (most_rollouts * cfg.env.num_workers * cfg.env.num_cpus if cfg.env.name else 0))
     ray.init(num_cpus=cfg.cluster.num_cpus or max(math.ceil(needed), os.cpu_count() or 1),
              include_dashboard=cfg.cluster.include_dashboard, dashboard_host=cfg.cluster.dashboard_host,
              namespace=cfg.cluster.namespace, runtime_env=env,

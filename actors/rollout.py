@@ -5,6 +5,7 @@ import os
 import ray
 import torch
 
+from actors.env_worker import RayEnvs
 from actors.group import assigned_gpu_index
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
@@ -48,6 +49,8 @@ class RolloutWorker:
         self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
         self.policy_version = 0
         self.node_id = ray.get_runtime_context().get_node_id()
+        # Tool calls of multi-turn rollouts run on environment workers of this worker's own (env.num_workers).
+        self.envs = RayEnvs(cfg.env, self.node_id) if cfg.env.name and cfg.env.num_workers else None
         self.shared_weights = SharedWeightsReader()
         self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
@@ -62,10 +65,10 @@ class RolloutWorker:
         call (test-time search stops at a step)."""
         if self.vllm:
             groups = self.vllm.generate_groups(problems, sampling_params(self.cfg, greedy, max_new_tokens, n, stop_strings),
-                                               self.policy_version, prefills)
+                                               self.policy_version, prefills, self.envs)
         else:
             groups = sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
-                                  max_new_tokens, n, prefills, stop_strings)
+                                  max_new_tokens, n, prefills, stop_strings, self.envs)
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from actors.controller import RayWorkers, connect
 from actors.reward import ModelRewardPool
 from actors.scheduling import wait_until_schedulable
-from rl_system.config import RewardModelConfig, TrainConfig
+from rl_system.config import RewardModelConfig, TrainConfig, sampling_for
 from rl_system.data import Problem
 from rl_system.resources import command_stages
 from rl_system.search.base import Continuation, Request
@@ -71,8 +71,9 @@ class RuleGrader:
 
 
 def sized_for_search(cfg: TrainConfig) -> TrainConfig:
-    """Absolute reward-model paths for the actors, and a local Ray with CPUs for what evaluate
-    starts: rollout and reward workers plus the search's reward-model pools, no learners."""
+    """Absolute reward-model paths for the actors, rollout workers that sample with search.temperature
+    / top_p / top_k, and a local Ray with CPUs for what evaluate starts: rollout and reward workers
+    plus the search's reward-model pools, no learners."""
     search = dataclasses.replace(cfg.search, orm_path=str(Path(cfg.search.orm_path).resolve()),
                                  prm_path=str(Path(cfg.search.prm_path).resolve()))
     cluster = cfg.cluster
@@ -81,7 +82,7 @@ def sized_for_search(cfg: TrainConfig) -> TrainConfig:
                   + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
                   + len(search.reward_models()) * search.reward_model_replicas * search.reward_model_num_cpus)
         cluster = dataclasses.replace(cluster, num_cpus=max(math.ceil(needed), os.cpu_count() or 1))
-    return dataclasses.replace(cfg, search=search, cluster=cluster)
+    return dataclasses.replace(sampling_for(cfg, cfg.search), search=search, cluster=cluster)
 
 
 def evaluate_on_ray(cfg: TrainConfig, log=print, before_start=lambda: None) -> list[dict]:

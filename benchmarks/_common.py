@@ -32,14 +32,14 @@ def median_seconds(fn, repeats: int, warmup: int) -> float:
     return statistics.median(seconds)
 
 
-def demo_config(overrides: list[str]) -> TrainConfig:
-    return resolve_paths(load_config(DEMO_CONFIG, ["cluster.include_dashboard=false", *overrides]))
+def demo_config(overrides: list[str], config: str = DEMO_CONFIG) -> TrainConfig:
+    return resolve_paths(load_config(config, ["cluster.include_dashboard=false", *overrides]))
 
 
-def grpo_run(overrides: list[str], output: Path) -> dict:
+def grpo_run(overrides: list[str], output: Path, config: str = DEMO_CONFIG) -> dict:
     """`train` as the CLI runs it, on a fresh local Ray; its per-step metrics, held-out results and wall time."""
     shutil.rmtree(output, ignore_errors=True)
-    cfg = demo_config([*overrides, f"output_dir={output}"])
+    cfg = demo_config([*overrides, f"output_dir={output}"], config)
     start = time.perf_counter()
     try:
         results = run_on_ray("train", cfg)

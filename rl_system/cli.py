@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config
+from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config, sampling_for
 from rl_system.resources import SchedulingError
 from rl_system.rundir import check_run_dir, replace_run_dir
 
@@ -132,6 +132,8 @@ def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False)
 
     run_dir = _claim_run_dir(command, cfg, resume, overwrite)  # as the user wrote it
     cfg = resolve_paths(cfg)
+    if command == "collect-samples":  # its samples are drawn with collect.temperature / top_p / top_k
+        cfg = sampling_for(cfg, cfg.collect)
     _preflight(cfg)
     if command in ("rejection-sample", "star"):
         from rl_system.pipeline.rejection import check_requirements
@@ -200,12 +202,14 @@ def _search_flags(args) -> list[str]:
 
 
 def eval_reward_models(args) -> list[dict]:
-    from rl_system.algorithms.reward_model import evaluate_reward_model
+    from rl_system.algorithms.reward_model import evaluate_reward_model, metrics_lines
 
     if not (args.orm or args.prm):
         raise ValueError("eval-rm: give --orm and/or --prm")
     results = [evaluate_reward_model(path, kind, args.samples, args.aggregate)
                for kind, path in (("orm", args.orm), ("prm", args.prm)) if path]
+    for r in results:  # readable figures on stderr; stdout stays the JSON
+        print("\n".join(metrics_lines(r["kind"], r)), file=sys.stderr)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,32 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """One task of a `data.tasks` mixture: its own train and held-out splits, drawn by weight."""
+    name: str  # its label in per-task metrics and tables: letters, digits, '_', '-', '.'
+    source: str = "reasoning_gym"  # "reasoning_gym" or "file"
+    task: str = "chain_sum"  # reasoning-gym dataset name
+    task_args: dict = field(default_factory=dict)  # reasoning-gym's own defaults where left out
+    path: str = ""  # json / jsonl / parquet file when source == "file"
+    prompt_column: str = "question"
+    answer_column: str = "answer"
+    weight: float = 1.0  # share of the training draws (weights are normalised); 0: held out only
+    num_train: int | None = None  # None: data.num_train
+    num_eval: int | None = None  # None: data.num_eval; the held-out problems evaluated before and after
+    # Curriculum (data.curriculum): task_args from easy to hard, each merged over task_args. Training
+    # starts at the first and moves up as the task's accuracy rises; the held-out split is the last's.
+    levels: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """A task with `levels` moves to its next level once its accuracy, averaged over the last `window`
+    steps that trained on it at its current level, reaches `threshold`."""
+    threshold: float = 0.6
+    window: int = 4
+
+
+@dataclass(frozen=True)
 class DataConfig:
     source: str = "reasoning_gym"  # "reasoning_gym" or "file"
     task: str = "chain_sum"  # reasoning-gym dataset name
@@ -48,6 +75,28 @@ class DataConfig:
     seed: int = 0
     system_prompt: str = ""  # empty: the built-in R1 prompt with one tagged example
     prefill: str = "<think>"  # start of the assistant turn, as TinyZero-style recipes do
+    # A weighted mixture of tasks, each with its own splits and metrics; it replaces the one task that
+    # source / task / task_args / path / prompt_column / answer_column describe above.
+    tasks: tuple[TaskConfig, ...] = ()
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)  # for tasks with `levels`
+
+    def task_specs(self) -> tuple[TaskConfig, ...]:
+        """The tasks, sizes filled in: data.tasks, or the one task described by the keys above (named "")."""
+        if not self.tasks:
+            return (TaskConfig("", self.source, self.task, self.task_args, self.path, self.prompt_column,
+                               self.answer_column, 1.0, self.num_train, self.num_eval),)
+        return tuple(dataclasses.replace(t, num_train=self.num_train if t.num_train is None else t.num_train,
+                                         num_eval=self.num_eval if t.num_eval is None else t.num_eval)
+                     for t in self.tasks)
+
+    def describe(self) -> str:
+        """What the problems are, for titles and info files: the task names, or the one task (or file)."""
+        return ", ".join(t.name or (t.task if t.source == "reasoning_gym" else Path(t.path).name)
+                         for t in self.task_specs())
+
+    def task_key(self, index: int) -> str:
+        """The config key of the task_specs()[index], for messages: "data" or "data.tasks[i]"."""
+        return f"data.tasks[{index}]" if self.tasks else "data"
 
 
 @dataclass(frozen=True)
@@ -105,6 +154,7 @@ class RolloutConfig:
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # sample among the k likeliest tokens; 0 = off
     dtype: str = "bfloat16"  # generation copy of the weights; the learner keeps fp32 masters
     stop_strings: tuple[str, ...] = ("</answer>",)
     max_batch_sequences: int = 64  # sequences in one generate call; larger requests are cut up
@@ -305,6 +355,10 @@ class CollectConfig:
     step_split: str = "sentences"  # "lines", "step" ("Step k:") or "sentences"
     mc_rollouts: int = 0  # K continuations per step prefix for PRM labels (Math-Shepherd); 0 = none
     mc_max_new_tokens: int = 32
+    # How the samples (and Monte-Carlo continuations) are drawn; rollout.temperature etc. are training's.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
 
 
 SEARCH_METHODS = ("greedy", "maj", "bon", "wbon", "beam", "mcts")
@@ -318,6 +372,15 @@ class SearchConfig:
     methods: tuple[str, ...] = SEARCH_METHODS
     budgets: tuple[int, ...] = (1, 2, 4, 8, 16)
     num_problems: int = 0  # held-out problems evaluated; 0 = all data.num_eval
+    # "train": the first num_problems of the training split instead, to choose the sampling settings
+    # below without looking at the held-out split.
+    split: str = "held_out"
+    tasks: tuple[str, ...] = ()  # in a data.tasks mixture: only these tasks' problems (() = every task)
+    # How maj / bon / wbon answers, beam steps and MCTS expansions and rollouts are sampled (greedy is
+    # greedy); rollout.temperature etc. are training's.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
     max_new_tokens: int = 64  # a whole answer: samples, MCTS rollouts, finishing open beams
     orm_path: str = "runs/orm"  # the outcome verifier of bon and wbon
     prm_path: str = "runs/prm"  # the process verifier of beam
@@ -344,6 +407,8 @@ class SearchConfig:
         _check(bool(self.budgets) and all(b > 0 for b in self.budgets), "search.budgets",
                "a list of positive integers", list(self.budgets))
         _check(self.num_problems >= 0, "search.num_problems", "an integer >= 0", self.num_problems)
+        _check(self.split in ("held_out", "train"), "search.split", "'held_out' or 'train'", self.split)
+        _check_sampling("search", self.temperature, self.top_p, self.top_k)
         for key in ("max_new_tokens", "max_steps", "step_max_tokens", "beam_expansions", "mcts_max_children",
                     "reward_model_replicas"):
             _check(getattr(self, key) > 0, f"search.{key}", "a positive integer", getattr(self, key))
@@ -410,9 +475,23 @@ class TrainConfig:
         _validate(self)
 
 
+def sampling_for(cfg: TrainConfig, section: SearchConfig | CollectConfig) -> TrainConfig:
+    """cfg whose rollout workers sample with the section's temperature, top_p and top_k: what evaluate
+    (cfg.search) and collect-samples (cfg.collect) start their workers with."""
+    rollout = dataclasses.replace(cfg.rollout, temperature=section.temperature, top_p=section.top_p,
+                                  top_k=section.top_k)
+    return dataclasses.replace(cfg, rollout=rollout)
+
+
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def _check_sampling(section: str, temperature: float, top_p: float, top_k: int) -> None:
+    _check(temperature > 0, f"{section}.temperature", "a positive number", temperature)
+    _check(0 < top_p <= 1, f"{section}.top_p", "a number in (0, 1]", top_p)
+    _check(top_k >= 0, f"{section}.top_k", "an integer >= 0 (0: off)", top_k)
 
 
 def _validate(c: TrainConfig) -> None:
@@ -428,18 +507,20 @@ def _validate(c: TrainConfig) -> None:
     }
     for key, value in positive.items():
         _check(value > 0, key, "a positive integer", value)
-    for key, value in {"learner.lr": c.learner.lr, "rollout.temperature": c.rollout.temperature,
-                       "reward.timeout_s": c.reward.timeout_s, "sync_timeout_s": c.sync_timeout_s,
+    for key, value in {"learner.lr": c.learner.lr, "reward.timeout_s": c.reward.timeout_s,
+                       "sync_timeout_s": c.sync_timeout_s,
                        "cluster.schedule_timeout_s": c.cluster.schedule_timeout_s}.items():
         _check(value > 0, key, "a positive number", value)
-    _check(0 < c.rollout.top_p <= 1, "rollout.top_p", "a number in (0, 1]", c.rollout.top_p)
+    _check_sampling("rollout", c.rollout.temperature, c.rollout.top_p, c.rollout.top_k)
+    _check_sampling("collect", c.collect.temperature, c.collect.top_p, c.collect.top_k)
     _check(c.max_staleness >= 0, "max_staleness", "an integer >= 0", c.max_staleness)
     _check(c.mode in ("sync", "async"), "mode", "'sync' or 'async'", c.mode)
     _check(c.model.attn_implementation in ATTN_IMPLEMENTATIONS, "model.attn_implementation",
            f"one of {ATTN_IMPLEMENTATIONS}", c.model.attn_implementation)
     _check(c.rollout.backend in ("hf", "vllm"), "rollout.backend", "'hf' or 'vllm'", c.rollout.backend)
-    _check(not c.env.name or c.rollout.backend == "hf", "rollout.backend",
-           "'hf' with env.name (multi-turn rollouts run on the HF backend so far)", c.rollout.backend)
+    names = [t.name for t in c.data.tasks]
+    for task in c.search.tasks:
+        _check(task in names, "search.tasks", f"names of data.tasks ({', '.join(names) or 'none: not a mixture'})", task)
     _check(c.rollout.chunk_prompts >= 0, "rollout.chunk_prompts", "an integer >= 0 (0: an equal share per worker)",
            c.rollout.chunk_prompts)
     _check(c.rollout.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib", "a positive integer", c.rollout.cpu_kv_cache_gib)
@@ -488,10 +569,7 @@ def _validate(c: TrainConfig) -> None:
     _check(c.learner.policy_loss in POLICY_LOSSES, "learner.policy_loss", f"one of {POLICY_LOSSES}",
            c.learner.policy_loss)
     _check(c.learner.entropy_coef >= 0, "learner.entropy_coef", "a number >= 0", c.learner.entropy_coef)
-    _check(c.data.source in ("reasoning_gym", "file"), "data.source", "'reasoning_gym' or 'file'",
-           c.data.source)
-    _check(c.data.source != "file" or bool(c.data.path), "data.path", "a file path when data.source is 'file'",
-           c.data.path)
+    _validate_data(c.data)
     for key, value in {"rollout.dtype": c.rollout.dtype, "learner.autocast_dtype": c.learner.autocast_dtype}.items():
         _check(value in DTYPES, key, f"one of {DTYPES}", value)
     _check(len(c.reward.functions) + len(c.reward.models) > 0, "reward.functions",
@@ -523,6 +601,38 @@ def _validate(c: TrainConfig) -> None:
     _validate_ranges(c)
     _check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
            c.buffer_capacity)
+
+
+TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _validate_data(d: DataConfig) -> None:
+    """Every task's source and columns; a mixture's names, sizes, weights and curriculum levels."""
+    for i, t in enumerate(d.task_specs()):
+        key = d.task_key(i)
+        _check(t.source in ("reasoning_gym", "file"), f"{key}.source", "'reasoning_gym' or 'file'", t.source)
+        _check(t.source != "file" or bool(t.path), f"{key}.path", f"a file path when {key}.source is 'file'", t.path)
+        _check(t.prompt_column != t.answer_column, f"{key}.answer_column",
+               f"a column other than {key}.prompt_column ('{t.prompt_column}')", t.answer_column)
+        if not d.tasks:
+            continue
+        # The name is a metric key's middle part (task/<name>/accuracy); "general" labels data.general_prompts.
+        _check(bool(TASK_NAME.fullmatch(t.name)) and t.name != "general", f"{key}.name",
+               "a name of letters, digits, '_', '-' or '.', other than 'general'", t.name)
+        _check(t.weight >= 0, f"{key}.weight", "a number >= 0 (0: held out only)", t.weight)
+        _check(t.num_train > 0, f"{key}.num_train", "a positive integer", t.num_train)
+        _check(t.num_eval >= 0, f"{key}.num_eval", "an integer >= 0", t.num_eval)
+        _check(t.weight > 0 or t.num_eval > 0, f"{key}.num_eval", "a positive integer for a task of weight 0 "
+               "(it is neither trained on nor evaluated)", t.num_eval)
+        _check(not t.levels or t.source == "reasoning_gym", f"{key}.levels",
+               f"no levels with {key}.source 'file' (a level is a set of reasoning-gym task_args)", list(t.levels))
+    names = [t.name for t in d.tasks]
+    _check(len(names) == len(set(names)), "data.tasks", "distinct task names", names)
+    _check(not d.tasks or any(t.weight > 0 for t in d.tasks), "data.tasks", "at least one task with weight > 0",
+           [t.weight for t in d.tasks])
+    _check(0 < d.curriculum.threshold <= 1, "data.curriculum.threshold", "an accuracy in (0, 1]",
+           d.curriculum.threshold)
+    _check(d.curriculum.window > 0, "data.curriculum.window", "a positive integer", d.curriculum.window)
 
 
 def _validate_finite(config: Any, prefix: str) -> None:
@@ -582,8 +692,6 @@ def _validate_ranges(c: TrainConfig) -> None:
     for name, minimum in c.rejection.require.items():
         _check(isinstance(minimum, (int, float)) and not isinstance(minimum, bool), f"rejection.require.{name}",
                "a number (the lowest score an answer may have)", minimum)
-    _check(c.data.prompt_column != c.data.answer_column, "data.answer_column",
-           f"a column other than data.prompt_column ('{c.data.prompt_column}')", c.data.answer_column)
     from rl_system.rewards.rules import LANGUAGE_SCRIPTS
 
     _check(c.r1.language in LANGUAGE_SCRIPTS, "r1.language", f"one of {', '.join(sorted(LANGUAGE_SCRIPTS))}",

@@ -68,6 +68,9 @@ def sampling_demands(cfg: TrainConfig) -> list[Demand]:
     for i, m in enumerate(cfg.reward.models):
         demands.append(Demand(f"reward-model-{m.name}", bundle(m.num_cpus, m.num_gpus), m.replicas, "SPREAD",
                               f"reward.models[{i}]"))
+    if cfg.env.name and cfg.env.num_workers and cfg.env.num_cpus:  # environment workers beside each rollout worker
+        demands.append(Demand("env", bundle(cfg.env.num_cpus), cfg.rollout.num_workers * cfg.env.num_workers,
+                              "SPREAD", "env"))
     return demands
 
 

@@ -18,6 +18,7 @@ class SamplingParams:
     max_new_tokens: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0 = off
     greedy: bool = False
     stop_strings: tuple[str, ...] = ("</answer>",)
 
@@ -78,6 +79,12 @@ def encode_prompts(tokenizer, problems: list[Problem], system_prompt: str, prefi
     return {k: v.to(device) for k, v in enc.items()}
 
 
+def prompt_token_ids(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str]) -> list[list[int]]:
+    """Each problem's chat prompt continued by its prefill, as token ids (the ids encode_prompts pads)."""
+    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
     """generate() inputs for n samples of every prompt, with the prompts' KV cache computed once
     and repeated n times (generate's own num_return_sequences would run each prompt n times):
@@ -100,7 +107,8 @@ def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: 
     params.max_new_tokens."""
     recorder = StopRecorder(tokenizer, prompt_len, rows, stop_strings)
     sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
-    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+    sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
+                                         "top_k": params.top_k}
     sequences = model.generate(
         **inputs, do_sample=not params.greedy, max_new_tokens=params.max_new_tokens,
         logits_processor=LogitsProcessorList([sampled]), stopping_criteria=StoppingCriteriaList([sampled, recorder]),
@@ -148,22 +156,26 @@ def sampling_params(cfg: TrainConfig, greedy: bool = False, max_new_tokens: int 
     """The run's rollout settings; any argument given overrides its setting."""
     rc = cfg.rollout
     return SamplingParams(n=1 if greedy else (n or rc.group_size), max_new_tokens=max_new_tokens or rc.max_new_tokens,
-                          temperature=rc.temperature, top_p=rc.top_p, greedy=greedy,
+                          temperature=rc.temperature, top_p=rc.top_p, top_k=rc.top_k, greedy=greedy,
                           stop_strings=stop_strings or rc.stop_strings)
 
 
 def sample_batch(model, tokenizer, cfg: TrainConfig, problems: list[Problem], policy_version: int,
                  greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
-                 prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None) -> list[PromptGroup]:
+                 prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None,
+                 envs=None) -> list[PromptGroup]:
     """generate_groups with sampling_params(...), in chunks of at most rollout.max_batch_sequences
-    sequences, which bounds the KV cache and each step's logits."""
+    sequences, which bounds the KV cache and each step's logits. With env.name, multi-turn rollouts
+    whose environments run on `envs` (an EnvRunner; by default in this process)."""
     params = sampling_params(cfg, greedy, max_new_tokens, n, stop_strings)
     per_call = max(1, cfg.rollout.max_batch_sequences // params.n)
-    if cfg.env.name:  # multi-turn with a tool
-        from rl_system.rollout_multiturn import generate_multiturn_groups
+    if cfg.env.name:
+        from rl_system.envs.runner import LocalEnvs
+        from rl_system.rollout_multiturn import generate_multiturn_groups, hf_turns
 
+        envs, turns = envs or LocalEnvs(cfg.env), hf_turns(model, tokenizer, params)
         return [g for i in range(0, len(problems), per_call) for g in generate_multiturn_groups(
-            model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.env, cfg.data.system_prompt,
+            turns, tokenizer, problems[i:i + per_call], params, policy_version, envs, cfg.data.system_prompt,
             cfg.data.prefill, prefills[i:i + per_call] if prefills else None)]
     return [g for i in range(0, len(problems), per_call) for g in generate_groups(
         model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.data.system_prompt, cfg.data.prefill,

@@ -17,8 +17,8 @@ import time
 import torch
 
 from rl_system.config import TrainConfig
-from rl_system.data import Problem, format_prompt
-from rl_system.rollout import SamplingParams
+from rl_system.data import Problem
+from rl_system.rollout import SamplingParams, prompt_token_ids
 from rl_system.types import PromptGroup
 from rl_system.weights import SharedWeightsReader, WeightSyncError, check_packed_weights, unpacked_tensors
 
@@ -100,22 +100,44 @@ class VLLMSampler:
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",
                             trust_remote_code=cfg.model.trust_remote_code)
 
-    def prompt_ids(self, problems: list[Problem], prefills: list[str]) -> list[list[int]]:
-        texts = [format_prompt(self.tokenizer, p.question, self.cfg.data.system_prompt, pre)
-                 for p, pre in zip(problems, prefills)]
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-
     def generate_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
-                        prefills: list[str] | None = None) -> list[PromptGroup]:
-        start = time.perf_counter()
+                        prefills: list[str] | None = None, envs=None) -> list[PromptGroup]:
+        """One group per problem; with env.name, multi-turn trajectories whose environments run on
+        `envs` (an EnvRunner; by default in this process), each turn sampled by sample_turn."""
         prefills = prefills or [self.cfg.data.prefill] * len(problems)
-        prompt_ids = self.prompt_ids(problems, prefills)
-        sampling = self.vllm.SamplingParams(
-            n=params.n, max_tokens=params.max_new_tokens, temperature=0.0 if params.greedy else params.temperature,
-            top_p=params.top_p, stop=list(params.stop_strings), include_stop_str_in_output=True, logprobs=0)
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling, use_tqdm=False)
+        if self.cfg.env.name:
+            from rl_system.envs.runner import LocalEnvs
+            from rl_system.rollout_multiturn import generate_multiturn_groups
+
+            return generate_multiturn_groups(lambda rows, stops: self.sample_turn(rows, params, stops), self.tokenizer,
+                                             problems, params, policy_version, envs or LocalEnvs(self.cfg.env),
+                                             self.cfg.data.system_prompt, prefills=prefills)
+        start = time.perf_counter()
+        prompt_ids = prompt_token_ids(self.tokenizer, problems, self.cfg.data.system_prompt, prefills)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
+                                    self._sampling(params, params.n, params.stop_strings), use_tqdm=False)
         return groups_from_vllm(outputs, problems, prompt_ids, prefills, self.tokenizer, policy_version,
                                 time.perf_counter() - start)
+
+    def sample_turn(self, rows: list[list[int]], params: SamplingParams,
+                    stop_strings: tuple[str, ...]) -> list[tuple[list[int], list[float], bool]]:
+        """One model turn per row of ids (rl_system/rollout_multiturn.py's TurnSampler): the sampled ids,
+        their log-probs, and whether the turn stopped (EOS or a stop string) before max_new_tokens."""
+        outputs = self.llm.generate([{"prompt_token_ids": row} for row in rows],
+                                    self._sampling(params, 1, stop_strings), use_tqdm=False)
+        turns = []
+        for request in outputs:
+            [sample] = request.outputs
+            turns.append((list(sample.token_ids),
+                          [step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)],
+                          sample.finish_reason != "length"))
+        return turns
+
+    def _sampling(self, params: SamplingParams, n: int, stop_strings: tuple[str, ...]):
+        return self.vllm.SamplingParams(
+            n=n, max_tokens=params.max_new_tokens, temperature=0.0 if params.greedy else params.temperature,
+            top_p=params.top_p, top_k=params.top_k, stop=list(stop_strings), include_stop_str_in_output=True,
+            logprobs=0)
 
     def sequence_logprobs(self, token_ids: list[int], first: int) -> list[float]:
         """The engine's log-probs of token_ids[first:] given what precedes each (a fixed completion

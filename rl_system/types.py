@@ -33,6 +33,8 @@ def group_summary(group: PromptGroup) -> dict:
     lengths = [len(c) for c in group.completion_ids]
     return {
         "policy_version": group.policy_version,
+        "task": group.problem.task,  # per-task metrics and the curriculum of a data.tasks mixture
+        "level": group.problem.level,
         "rewards": {name: sum(v) / len(v) for name, v in group.rewards.items()},
         "scores": {name: list(v) for name, v in group.rewards.items()},  # per completion
         "total_reward": sum(group.total_rewards) / len(group.total_rewards),

@@ -79,6 +79,28 @@ def test_two_grpo_steps_with_vllm_rollouts(vllm_model_dir, tmp_path):
         assert 0 < m["tis/mean_weight"] <= 2.0
 
 
+def test_multi_turn_grpo_steps_with_vllm_rollouts_and_env_workers(vllm_model_dir, tmp_path):
+    """configs/r1_zero_tools.yaml on Ray with the vLLM backend: the rollout worker's trajectories have
+    their environments on an environment worker (actors/env_worker.py), and the steps log env/*."""
+    cfg = resolve_paths(load_config("configs/r1_zero_tools.yaml", [
+        f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", "rollout.backend=vllm",
+        "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=4",
+        "learner.num_ranks=1", "rollout.num_workers=1", "env.num_workers=2", "learner.autocast_dtype=float32",
+        "rollout.dtype=bfloat16", "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
+    ]))
+    connect(cfg)
+    try:
+        workers = RayWorkers(cfg)
+        results = r1_zero.train(cfg, workers)
+        workers.shutdown()
+    finally:
+        ray.shutdown()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2] and results["after"]["num_problems"] == 4
+    for m in lines:
+        assert m["env/turns_per_sample"] >= 1 and m["env/tool_errors"] == 0 and math.isfinite(m["loss"])
+
+
 def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path):
     """mode=async, max_staleness=1: batch k+1 is generated while batch k trains, so from step 2 on
     every trained group is exactly one version old (never more: the buffer would drop it)."""

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from rl_system.config import load_config
-from rl_system.data import PromptSampler, load_splits
+from rl_system.data import PromptSampler, TaskMixtureSampler, load_splits
 from rl_system.local import LocalWorkers
 from rl_system.pipeline import r1_zero
 from rl_system.rewards.scoring import RewardFailureError
@@ -45,6 +45,28 @@ def test_two_grpo_steps_in_one_process(tiny_model_dir, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     assert {"model.safetensors", "trainer_state.json", "rollout_rng.safetensors", "deepspeed"} <= {
         p.name for p in checkpoint.iterdir()}
+
+
+def test_a_task_mixture_logs_and_evaluates_each_task(tiny_model_dir, tmp_path):
+    """data.tasks: each step logs each drawn task's metrics, the held-out table has each task's accuracy,
+    and the checkpoint keeps the curriculum's state."""
+    cfg = local_config(tiny_model_dir, tmp_path, "data.num_train=20", "data.tasks=[{name: easy, task_args: "
+                       "{min_terms: 2, max_terms: 2, max_digits: 1}}, {name: long, task_args: {min_terms: 2, "
+                       "max_digits: 1}, levels: [{max_terms: 3}, {max_terms: 4}]}]")
+    drawn = TaskMixtureSampler(cfg.data, load_splits(cfg.data)[0], cfg.seed).next_batch(4)
+    workers = LocalWorkers(cfg)
+    try:
+        results = r1_zero.train(cfg, workers)
+    finally:
+        workers.shutdown()
+    for m, batch in zip(logged(tmp_path), (drawn[:2], drawn[2:])):
+        for name in ("easy", "long"):
+            assert m.get(f"task/{name}/groups", 0) == sum(p.task == name for p in batch)
+        assert m["task/long/level"] == 0
+    assert {name: t["num_problems"] for name, t in results["after"]["tasks"].items()} == {"easy": 4, "long": 4}
+    state = json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())
+    steps_with_long = sum(any(p.task == "long" for p in batch) for batch in (drawn[:2], drawn[2:]))
+    assert state["curriculum"] == {"levels": {"long": 0}, "recent": {"long": [0.0] * steps_with_long}}
 
 
 def test_a_problem_drawn_twice_in_one_batch_trains_as_two_groups(tiny_model_dir, tmp_path):

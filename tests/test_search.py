@@ -2,11 +2,13 @@
 verifier scores are known, so each method's choice (and each method's difference from the
 others) is checked exactly; plus token accounting, batching, the report and config errors."""
 import csv
+import dataclasses
 import math
+import re
 
 import pytest
 
-from rl_system.config import ConfigError, SearchConfig, load_config
+from rl_system.config import ConfigError, SearchConfig, load_config, sampling_for
 from rl_system.data import Problem
 from rl_system.search import (Continuation, best_of_n, cut_step, greedy, majority_vote, mcts,
                               normalize_answer, prm_beam_search, vote, weighted_best_of_n)
@@ -244,12 +246,44 @@ def test_evaluate_methods_table_and_report(tmp_path):
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_per_task_accuracy_in_rows_and_report(tmp_path):
+    sum_task, double_task = (dataclasses.replace(SUM, task="sums"), dataclasses.replace(DOUBLE, task="doubles"))
+    policy = ScriptedPolicy({SUM.question: PATHS, DOUBLE.question: [FOUR]})
+    rows = evaluate_methods([sum_task, double_task], policy, {}, rule_grader(), SearchConfig(methods=("greedy",)),
+                            log=lambda *_: None)
+    assert rows[0]["accuracy"] == 0.5 and rows[0]["task_accuracy"] == {"sums": 0.0, "doubles": 1.0}
+    table = write_report(rows, tmp_path, "tiny")["markdown"].read_text()
+    assert "| method | budget | sums | doubles |" in table and "| greedy | 1 | 0.0% | 100.0% |" in table
+    assert "task_accuracy" not in evaluate_methods([SUM], policy, {}, rule_grader(), SearchConfig(methods=("greedy",)),
+                                                   log=lambda *_: None)[0]  # one unnamed task: no per-task column
+
+
+def test_search_and_collect_sampling_settings_reach_the_rollout_workers():
+    from rl_system.rollout import sampling_params
+
+    cfg = load_config(None, ["rollout.temperature=0.9", "search.temperature=0.7", "search.top_p=0.8",
+                             "search.top_k=20", "collect.temperature=0.5", "collect.top_k=5"])
+    searching = sampling_for(cfg, cfg.search)  # what evaluate starts its rollout workers with
+    params = sampling_params(searching, n=4)
+    assert (params.temperature, params.top_p, params.top_k) == (0.7, 0.8, 20)
+    assert sampling_params(searching, greedy=True).greedy  # greedy search stays greedy
+    collecting = sampling_for(cfg, cfg.collect)  # what collect-samples starts its rollout workers with
+    assert (collecting.rollout.temperature, collecting.rollout.top_p, collecting.rollout.top_k) == (0.5, 1.0, 5)
+    assert (cfg.rollout.temperature, cfg.rollout.top_k) == (0.9, 0)  # training samples as it did
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["search.methods=[greedy, sampling]"], "config key 'search.methods': unknown method 'sampling'"),
     (["search.budgets=[1, 0]"], "config key 'search.budgets': expected a list of positive integers, got [1, 0]"),
     (["search.methods=[beam]", "search.prm_path=''"], "config key 'search.prm_path'"),
     (["search.mcts_reward=oracle"], "config key 'search.mcts_reward'"),
+    (["search.temperature=0"], "config key 'search.temperature': expected a positive number, got 0.0"),
+    (["search.top_p=1.5"], "config key 'search.top_p': expected a number in (0, 1], got 1.5"),
+    (["search.top_k=-1"], "config key 'search.top_k': expected an integer >= 0 (0: off), got -1"),
+    (["search.split=test"], "config key 'search.split': expected 'held_out' or 'train', got 'test'"),
+    (["collect.temperature=-1"], "config key 'collect.temperature': expected a positive number, got -1.0"),
+    (["rollout.top_k=-2"], "config key 'rollout.top_k': expected an integer >= 0 (0: off), got -2"),
 ])
 def test_bad_search_config_is_one_line(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, overrides)

@@ -25,8 +25,8 @@ REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
                     "prm": ("question", "completion", "label", "split", "step_labels")}
 
 
-def load_samples(path: str | Path, kind: str, split: str) -> list[dict]:
-    """Rows of a collect-samples dataset for one split, with its columns checked."""
+def read_samples(path: str | Path, kind: str) -> list[dict]:
+    """Every row of a collect-samples dataset, with its columns checked."""
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"samples '{path}': not found; write it with `python -m rl_system collect-samples`")
@@ -35,17 +35,27 @@ def load_samples(path: str | Path, kind: str, split: str) -> list[dict]:
     if missing:
         hint = " (collect with collect.mc_rollouts=K for PRM step labels)" if "step_labels" in missing else ""
         raise DatasetError(f"samples '{path}': missing column(s) {', '.join(missing)}{hint}")
-    rows = [r for r in table.rows if r["split"] == split]
-    if not rows:
-        raise DatasetError(f"samples '{path}': no rows with split == '{split}'")
-    return rows
+    return table.rows
 
 
-def check_reward_model_inputs(cfg: RewardModelTrainConfig) -> list[dict]:
-    """What `train-orm` / `train-prm` read, checked before anything is written: the base model and the
-    train rows (returned). Raises one line naming the config key."""
+def load_samples(path: str | Path, kind: str, split: str) -> list[dict]:
+    """Rows of a collect-samples dataset for one split, with its columns checked."""
+    return _one_split(read_samples(path, kind), path, split)
+
+
+def _one_split(rows: list[dict], path: str | Path, split: str) -> list[dict]:
+    chosen = [r for r in rows if r["split"] == split]
+    if not chosen:
+        raise DatasetError(f"samples '{Path(path)}': no rows with split == '{split}'")
+    return chosen
+
+
+def check_reward_model_inputs(cfg: RewardModelTrainConfig) -> tuple[list[dict], list[dict]]:
+    """What `train-orm` / `train-prm` read, checked before anything is written: the base model, and the
+    train rows and the eval rows (returned; eval rows are optional). Raises one line naming the config key."""
     check_model_dir(cfg.base_model, "base_model")
-    return load_samples(cfg.samples, cfg.kind, "train")
+    rows = read_samples(cfg.samples, cfg.kind)
+    return _one_split(rows, cfg.samples, "train"), [r for r in rows if r["split"] == "eval"]
 
 
 def _step_targets(rows: list[dict], positions: list[list[int]]) -> list[list[float]]:
@@ -73,7 +83,7 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
     `before_start` runs once the inputs are checked, before anything is trained or written."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    rows = check_reward_model_inputs(cfg)
+    rows, eval_rows = check_reward_model_inputs(cfg)
     before_start()
     torch.manual_seed(cfg.seed)
     if cfg.num_threads:
@@ -112,39 +122,77 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    (partial / METADATA_FILE).write_text(json.dumps({
+    meta = {
         "kind": cfg.kind, "step_split": step_split, "base_model": str(cfg.base_model),
         "samples": str(cfg.samples), "num_samples": len(rows), "epochs": cfg.epochs,
         "final_loss": losses[-1] if losses else None, "train_seconds": round(time.perf_counter() - start, 1),
         "version": f"{cfg.kind}-{int(time.time())}",
-    }, indent=2))
+    }
+    (partial / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    if eval_rows:  # scored by the saved model, as eval-rm would score it (it reads the metadata just written)
+        del model, optimizer  # frees their memory before the saved copy is loaded
+        meta["eval"] = score_reward_model(partial, cfg.kind, eval_rows, batch_size=cfg.batch_size)
+        (partial / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+        for line in metrics_lines(f"{cfg.kind} eval", meta["eval"]):
+            log(line)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
 
 
-def auroc(scores: list[float], labels: list[int]) -> float:
-    """Probability that a random positive outscores a random negative (ties count half)."""
+def auroc(scores: list[float], labels: list[int]) -> float | None:
+    """Probability that a random positive outscores a random negative (ties count half); None
+    (undefined) when the labels hold one class only."""
     pos = [s for s, y in zip(scores, labels) if y]
     neg = [s for s, y in zip(scores, labels) if not y]
     if not pos or not neg:
-        return float("nan")
+        return None
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
 
-def evaluate_reward_model(model_path: str | Path, kind: str, samples: str | Path, aggregate: str = "min",
-                          batch_size: int = 16) -> dict:
-    """AUROC and accuracy (score >= 0.5) against the rule grader on the held-out samples."""
-    rows = load_samples(samples, "orm", "eval")
+def classifier_metrics(scores: list[float], labels: list[int]) -> dict:
+    """How well scores separate the rule grader's 0/1 labels: AUROC, and accuracy at score >= 0.5."""
+    return {"num_samples": len(labels), "positive_rate": sum(labels) / len(labels), "auroc": auroc(scores, labels),
+            "accuracy": sum((s >= 0.5) == bool(y) for s, y in zip(scores, labels)) / len(labels)}
+
+
+def metrics_by_task(tasks: list[str], scores: list[float], labels: list[int]) -> dict[str, dict]:
+    """classifier_metrics of each task's rows, in first-seen order; {} unless the rows come from more
+    than one task (a data.tasks mixture). Rows without a task count only in the overall figures."""
+    names = [t for t in dict.fromkeys(tasks) if t]
+    if len(names) < 2:
+        return {}
+    return {name: classifier_metrics([s for s, t in zip(scores, tasks) if t == name],
+                                     [y for y, t in zip(labels, tasks) if t == name]) for name in names}
+
+
+def metrics_lines(name: str, metrics: dict) -> list[str]:
+    """classifier_metrics as readable lines, `<name>: auroc ...`, then `<name> task <task>: auroc ...` each."""
+    def figures(m: dict) -> str:
+        score = "n/a (one label class)" if m["auroc"] is None else f"{m['auroc']:.3f}"
+        return (f"auroc {score}  accuracy {m['accuracy']:.1%}  "
+                f"({m['num_samples']} samples, {m['positive_rate']:.1%} correct)")
+    return [f"{name}: {figures(metrics)}",
+            *(f"{name} task {task}: {figures(m)}" for task, m in metrics.get("tasks", {}).items())]
+
+
+def score_reward_model(model_path: str | Path, kind: str, rows: list[dict], aggregate: str = "min",
+                       batch_size: int = 16) -> dict:
+    """A reward model's classifier_metrics on sample rows, against their rule-grader labels, with a
+    `tasks` entry of per-task metrics when the rows come from a task mixture."""
     scorer = LearnedReward(model_path, kind, aggregate=aggregate, batch_size=batch_size,
                            device="cuda" if torch.cuda.is_available() else "cpu")
     step_scores = scorer.step_scores([r["question"] for r in rows], [r["completion"] for r in rows])
     scores = [aggregate_steps(s, aggregate) for s in step_scores]
     labels = [int(r["label"]) for r in rows]
-    return {
-        "kind": kind, "path": str(model_path), "aggregate": aggregate if kind == "prm" else None,
-        "num_samples": len(rows), "positive_rate": sum(labels) / len(labels),
-        "auroc": auroc(scores, labels),
-        "accuracy": sum((s >= 0.5) == bool(y) for s, y in zip(scores, labels)) / len(rows),
-    }
+    by_task = metrics_by_task([r.get("task") or "" for r in rows], scores, labels)  # sample dirs may lack the column
+    return {"kind": kind, "aggregate": aggregate if kind == "prm" else None, **classifier_metrics(scores, labels),
+            **({"tasks": by_task} if by_task else {})}
+
+
+def evaluate_reward_model(model_path: str | Path, kind: str, samples: str | Path, aggregate: str = "min",
+                          batch_size: int = 16) -> dict:
+    """score_reward_model on a collect-samples directory's held-out (eval) rows."""
+    return {"kind": kind, "path": str(model_path),
+            **score_reward_model(model_path, kind, load_samples(samples, "orm", "eval"), aggregate, batch_size)}

@@ -5,10 +5,11 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import zip_longest
 from pathlib import Path
 
-from rl_system.config import DataConfig
+from rl_system.config import DataConfig, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Problem:
     question: str
     answer: str
     columns: dict = field(default_factory=dict)  # passed as **columns to reward functions
+    task: str = ""  # the data.tasks entry it comes from; "" in a one-task run
+    level: int = 0  # the task's curriculum level (its index in the task's levels)
 
 
 class DatasetError(ValueError):
@@ -25,56 +28,100 @@ class DatasetError(ValueError):
 
 
 def load_splits(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
-    """Deterministic, disjoint train / held-out splits (no question appears in both)."""
-    items = list(_reasoning_gym_items(cfg) if cfg.source == "reasoning_gym" else _file_items(cfg))
-    unique: dict[str, tuple[str, dict]] = {}
-    for question, answer, columns in items:
-        unique.setdefault(question, (answer, columns))
-    questions = sorted(unique)
-    random.Random(cfg.seed).shuffle(questions)
-    if len(questions) <= cfg.num_eval:
-        where = f"data.task '{cfg.task}'" if cfg.source == "reasoning_gym" else f"data.path '{cfg.path}'"
-        dropped = len(items) - len(questions)
-        duplicates = f" ({dropped} duplicate{'s' * (dropped != 1)} dropped)" if dropped else ""
-        raise DatasetError(f"{where}: {len(items)} rows, {len(questions)} distinct question"
-                           f"{'s' * (len(questions) != 1)}{duplicates}; need more than data.num_eval={cfg.num_eval} "
-                           "to leave any for training")
-    eval_q = questions[:cfg.num_eval]
-    train_q = questions[cfg.num_eval:cfg.num_eval + cfg.num_train]
+    """Deterministic, disjoint train / held-out splits (no held-out question appears in training).
 
-    def build(qs: list[str]) -> list[Problem]:
-        return [Problem(i, q, unique[q][0], unique[q][1]) for i, q in enumerate(qs)]
-
-    train = build(train_q)
+    Each task of data.tasks gets its own: held-out problems from its last curriculum level, training
+    problems from every level, none of them held out by any task. Problems carry their task's name.
+    """
+    pools = [_Pool(cfg, i, level) for i, spec in enumerate(cfg.task_specs()) for level in range(len(spec.levels) or 1)]
+    held_out_questions = {q for pool in pools for q in pool.held_out}
+    per_pool = []
+    for pool in pools:
+        if pool.spec.weight > 0:
+            questions = [q for q in pool.rest if q not in held_out_questions][:pool.spec.num_train]
+            if not questions:
+                raise DatasetError(f"{pool.where}: every question is held out by some task; nothing left to train on")
+            per_pool.append(pool.problems(questions))
+    train = _interleaved(per_pool)
+    held_out = _interleaved([pool.problems(pool.held_out) for pool in pools])
     if cfg.general_prompts:
         from rl_system.data.general import general_problems
 
-        train += general_problems(cfg.general_prompts, cfg.seed, start_id=len(train))
-    return train, build(eval_q)
+        general = general_problems(cfg.general_prompts, cfg.seed, start_id=len(train))
+        train += [replace(p, task="general") for p in general] if cfg.tasks else general
+    return train, held_out
 
 
-def _reasoning_gym_items(cfg: DataConfig):
+def _interleaved(lists: list[list[Problem]]) -> list[Problem]:
+    """One from each list in turn, numbered in that order: the first n problems of a split (what
+    collect-samples, rejection sampling, STaR and search.num_problems take) come from every task alike."""
+    merged = (p for row in zip_longest(*lists) for p in row if p is not None)
+    return [replace(p, problem_id=i) for i, p in enumerate(merged)]
+
+
+class _Pool:
+    """The distinct questions of one task at one curriculum level, in a seeded order: the held-out
+    ones (its task's num_eval, at the last level only) first, the rest after them."""
+
+    def __init__(self, cfg: DataConfig, index: int, level: int):
+        spec = cfg.task_specs()[index]
+        self.spec, self.level = spec, level
+        self.key = cfg.task_key(index)
+        num_levels = len(spec.levels) or 1
+        self.args = {**spec.task_args, **spec.levels[level]} if spec.levels else spec.task_args
+        # The one task of a plain run uses data.seed itself, so its splits are what they always were.
+        seed = cfg.seed + 1000 * index + level
+        if spec.source == "reasoning_gym":
+            args_key = f"{self.key}.levels[{level}]" if spec.levels else f"{self.key}.task_args"
+            self.where = f"{self.key}.task '{spec.task}' with {args_key} {self.args}"
+            items = list(_reasoning_gym_items(spec, self.args, seed, self.where))
+        else:
+            self.where = f"{self.key}.path '{spec.path}'"
+            items = list(_file_items(spec, self.key))
+        unique: dict[str, tuple[str, dict]] = {}
+        for question, answer, columns in items:
+            unique.setdefault(question, (answer, columns))
+        self.unique = unique
+        questions = sorted(unique)
+        random.Random(seed).shuffle(questions)
+        num_eval = spec.num_eval if level == num_levels - 1 else 0
+        trained = spec.weight > 0  # a task of weight 0 is held out only: it needs no training questions
+        if len(questions) < num_eval + trained:
+            dropped = len(items) - len(questions)
+            duplicates = f" ({dropped} duplicate{'s' * (dropped != 1)} dropped)" if dropped else ""
+            need = (f"more than {self.key}.num_eval={num_eval} to leave any for training" if trained
+                    else f"at least {self.key}.num_eval={num_eval}")
+            raise DatasetError(f"{self.where}: {len(items)} rows, {len(questions)} distinct question"
+                               f"{'s' * (len(questions) != 1)}{duplicates}; need {need}")
+        self.held_out, self.rest = questions[:num_eval], questions[num_eval:]
+
+    def problems(self, questions: list[str]) -> list[Problem]:
+        """Problems numbered 0.. here; load_splits numbers them in their split."""
+        return [Problem(i, q, *self.unique[q], task=self.spec.name, level=self.level) for i, q in enumerate(questions)]
+
+
+def _reasoning_gym_items(spec: TaskConfig, task_args: dict, seed: int, where: str):
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
     import reasoning_gym
 
     # Over-generate: easy tasks repeat questions, and the split keeps distinct ones only.
-    size = 4 * (cfg.num_train + cfg.num_eval)
+    size = 4 * (spec.num_train + spec.num_eval)
     try:
-        dataset = reasoning_gym.create_dataset(cfg.task, size=size, seed=cfg.seed, **cfg.task_args)
+        dataset = reasoning_gym.create_dataset(spec.task, size=size, seed=seed, **task_args)
     except Exception as e:
-        raise DatasetError(f"data.task '{cfg.task}' with data.task_args {cfg.task_args}: {one_line(e)}") from None
+        raise DatasetError(f"{where}: {one_line(e)}") from None
     for entry in dataset:
         yield entry["question"], str(entry["answer"]), {
-            "task": cfg.task, "metadata": json.dumps(entry["metadata"], default=str)}
+            "task": spec.task, "metadata": json.dumps(entry["metadata"], default=str)}
 
 
-def _file_items(cfg: DataConfig):
-    table = read_table(cfg.path, "data.path")
+def _file_items(cfg: TaskConfig, key: str):
+    table = read_table(cfg.path, f"{key}.path")
     for column in (cfg.prompt_column, cfg.answer_column):
         if column not in table.columns:
-            raise DatasetError(f"data.path '{table.path}': missing column '{column}' "
-                               f"(columns: {', '.join(table.columns) or 'none'}); set data.prompt_column / "
-                               "data.answer_column")
+            raise DatasetError(f"{key}.path '{table.path}': missing column '{column}' "
+                               f"(columns: {', '.join(table.columns) or 'none'}); set {key}.prompt_column / "
+                               f"{key}.answer_column")
     for row, entry in enumerate(table.rows):
         question, answer = entry[cfg.prompt_column], entry[cfg.answer_column]
         if not isinstance(question, str) or not question.strip():
@@ -242,12 +289,13 @@ class PromptSampler:
             self._epoch_order = (epoch, order)
         return self._epoch_order[1]
 
+    def problem_at(self, position: int) -> Problem:
+        epoch, pos = divmod(position, len(self.problems))
+        return self.problems[self._order(epoch)[pos]]
+
     def next_batch(self, n: int) -> list[Problem]:
-        batch = []
-        for _ in range(n):
-            epoch, pos = divmod(self.cursor, len(self.problems))
-            batch.append(self.problems[self._order(epoch)[pos]])
-            self.cursor += 1
+        batch = [self.problem_at(position) for position in range(self.cursor, self.cursor + n)]
+        self.cursor += n
         return batch
 
 

@@ -21,6 +21,11 @@ class EnvConfig:
     result_tag: str = "result"  # the tool's reply is appended as <result>...</result>
     max_observation_chars: int = 1000  # a longer tool reply is cut, with a marker saying so
     timeout_s: float = 5.0  # wall-clock limit of one tool call
+    # On Ray, each rollout worker runs its trajectories' environments on this many environment workers
+    # (restartable actors beside it; actors/env_worker.py); 0 runs them in the rollout worker's process.
+    num_workers: int = 1
+    num_cpus: float = 0.0  # reserved per environment worker (tool calls are short; the python tool's child is capped)
+    threads: int = 8  # tool calls that run at once in one environment worker
     # The python tool runs model-written code in a child process (rl_system/envs/python_tool.py):
     # off unless enabled here, since its sandbox is only as strong as the machine allows.
     python_enabled: bool = False
@@ -33,10 +38,15 @@ class EnvConfig:
 
         _check(isinstance(self.name, str), "env.name", "a string ('', 'calculator', 'python' or "
                "'package.module:ClassName')", self.name)
-        for key in ("max_turns", "max_observation_chars", "python_memory_mb", "python_cpu_s"):
+        for key in ("max_turns", "max_observation_chars", "python_memory_mb", "python_cpu_s", "num_workers", "threads"):
             value = getattr(self, key)
             _check(isinstance(value, int) and not isinstance(value, bool), f"env.{key}", "an integer", value)
         _check(self.max_turns >= 1, "env.max_turns", "an integer >= 1", self.max_turns)
+        _check(self.num_workers >= 0, "env.num_workers", "an integer >= 0 (0: in the rollout worker's process)",
+               self.num_workers)
+        _check(self.threads >= 1, "env.threads", "an integer >= 1", self.threads)
+        _check(isinstance(self.num_cpus, (int, float)) and not isinstance(self.num_cpus, bool) and self.num_cpus >= 0,
+               "env.num_cpus", "a number >= 0", self.num_cpus)
         for key in ("tool_tag", "result_tag"):
             value = getattr(self, key)
             _check(isinstance(value, str) and bool(TAG_NAME.match(value)), f"env.{key}",

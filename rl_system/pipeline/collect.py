@@ -30,7 +30,8 @@ def collect_samples(cfg: TrainConfig, workers: Workers, log=print) -> Path:
                 rows.append({
                     "question": g.problem.question, "answer": g.problem.answer, "completion": completion,
                     "label": int(correct >= 1.0), "format": int(formatted >= 1.0), "split": split,
-                    "prompt_id": g.problem.problem_id, "task": g.problem.columns.get("task", ""),
+                    "prompt_id": g.problem.problem_id,
+                    "task": g.problem.task,  # its data.tasks entry ("" in a one-task run): per-task AUROC
                     "columns": json.dumps(g.problem.columns),  # what the graders need to re-grade
                     "policy_model": cfg.model.path, "policy_version": g.policy_version,
                 })
@@ -40,7 +41,8 @@ def collect_samples(cfg: TrainConfig, workers: Workers, log=print) -> Path:
         add_step_labels(cfg, workers, rows, log)
 
     return save_dataset(rows, cc.output_dir, {
-        "policy_model": cfg.model.path, "task": cfg.data.task, "samples_per_prompt": cfg.rollout.group_size,
+        "policy_model": cfg.model.path, "task": cfg.data.describe(), "samples_per_prompt": cfg.rollout.group_size,
+        "sampling": {"temperature": cc.temperature, "top_p": cc.top_p, "top_k": cc.top_k},
         "step_split": cc.step_split, "mc_rollouts": cc.mc_rollouts,
         "positive_rate": sum(r["label"] for r in rows) / max(1, len(rows)),
     })

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from rl_system.algorithms.dapo import is_informative
 from rl_system.config import TrainConfig, to_dict
-from rl_system.data import Problem, PromptSampler, load_splits
+from rl_system.data import Problem, TaskMixtureSampler, group_by_task, load_splits
 from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
 from rl_system.rewards.scoring import RewardFailureWatch
 from rl_system.shutdown import GracefulStop
@@ -40,12 +40,12 @@ class Workers(Protocol):
 
 def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
     """GRPO for cfg.num_steps steps; `resume` continues from output_dir/checkpoint with the state an
-    uninterrupted run would have had (weights, optimizer, data order, sampling RNG)."""
+    uninterrupted run would have had (weights, optimizer, data order and curriculum, sampling RNG)."""
     run_dir = Path(cfg.output_dir)
     start = resume_state(workers, run_dir / "checkpoint") if resume else {"step": 0, "version": 0, "data_cursor": 0}
     writer = MetricsWriter(run_dir, resume_after_step=start["step"] if resume else None)
     train_set, eval_set = load_splits(cfg.data)
-    sampler = PromptSampler(train_set, cfg.seed, start["data_cursor"])
+    sampler = TaskMixtureSampler(cfg.data, train_set, cfg.seed, start["data_cursor"], start.get("curriculum"))
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
     if cfg.eval_before and not resume:
@@ -96,6 +96,7 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
             metrics = step_metrics(summaries, learner_stats, timer.seconds, lags, workers.buffer_stats())
             metrics.update({"groups/generated": generated, "groups/scored": scored_total,
                             "learner/skipped_steps": skipped_steps, **dapo})
+            metrics.update(sampler.observe(summaries))  # the curriculum: the next draws may be harder
             metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
             metrics.update(workers.step_done(step, metrics))
             writer.log(step, metrics)
@@ -104,9 +105,11 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
                        f"format {metrics['format_rate']:.2f}  {loss}  {metrics['time/step']:.1f}s")
             if stop.requested or step == cfg.num_steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 # From the first batch ahead (untrained: drawn again). Dynamic sampling's refill rounds draw
-                # after it, so an async resume draws their prompts once more; none is skipped.
+                # after it, so an async resume draws their prompts once more; none is skipped. A curriculum
+                # keeps its current levels: an async resume draws the batches ahead again at those.
                 save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
-                                data_cursor=ahead[0][0][0] if ahead else sampler.cursor)
+                                data_cursor=ahead[0][0][0] if ahead else sampler.cursor,
+                                curriculum=sampler.curriculum.state())
             if stop.requested:
                 print(f"{stop.signal_name}: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoint'}",
                       flush=True)
@@ -121,7 +124,7 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
     return results
 
 
-def sample_until_informative(cfg: TrainConfig, workers: Workers, sampler: PromptSampler, timer: StepTimer,
+def sample_until_informative(cfg: TrainConfig, workers: Workers, sampler: TaskMixtureSampler, timer: StepTimer,
                              first: tuple[list, list, list]) -> tuple[tuple[list, list, list], list[dict], dict]:
     """DAPO's dynamic sampling: keeps the groups of `first` (keys, scored groups, summaries) whose rewards
     differ, and while fewer than prompts_per_step are kept, generates and scores another prompts_per_step
@@ -165,8 +168,14 @@ def resume_state(workers: Workers, checkpoint: Path) -> dict:
 
 
 def evaluate(workers: Workers, problems: list[Problem], cfg: TrainConfig) -> dict:
-    """Greedy accuracy and strict format rate on held-out problems."""
+    """Greedy accuracy and strict format rate on held-out problems; in a data.tasks mixture, also per task."""
     summaries = workers.evaluate(problems, cfg.eval_max_new_tokens)
+    result = held_out_metrics(summaries)
+    tasks = {name: held_out_metrics(mine) for name, mine in group_by_task(summaries).items()}
+    return {**result, "tasks": tasks} if tasks else result
+
+
+def held_out_metrics(summaries: list[dict]) -> dict:
     return {
         "accuracy": mean(c for s in summaries for c in s["correct"]),
         "format_rate": mean(f for s in summaries for f in s["formatted"]),
@@ -187,6 +196,7 @@ def step_metrics(summaries: list[dict], learner: dict | None, seconds: dict, lag
     m["truncated_rate"] = mean(s["truncated"] for s in summaries)
     m["zero_std_groups"] = mean(float(not is_informative(s)) for s in summaries)
     m["reward_failures"] = sum(sum(s["reward_failures"].values()) for s in summaries)
+    m.update(task_metrics(summaries))
     if any(s.get("env_stats") for s in summaries):  # multi-turn rollouts with a tool
         completions = sum(s["completions"] for s in summaries)
         m["env/turns_per_sample"] = sum(s["env_stats"]["turns"] for s in summaries) / completions
@@ -203,6 +213,18 @@ def step_metrics(summaries: list[dict], learner: dict | None, seconds: dict, lag
     m["tokens_per_s/generate"] = generated / max(seconds["generate"], 1e-9)
     m["tokens_per_s/step"] = generated / max(seconds["step"], 1e-9)
     m.update({f"buffer/{k}": v for k, v in buffer.items()})
+    return m
+
+
+def task_metrics(summaries: list[dict]) -> dict[str, float]:
+    """Accuracy, format rate, reward and group count of each task in a data.tasks mixture, keyed
+    task/<name>/...; nothing in a one-task run."""
+    m: dict[str, float] = {}
+    for name, mine in group_by_task(summaries).items():
+        m[f"task/{name}/accuracy"] = mean(c for s in mine for c in s["correct"])
+        m[f"task/{name}/format_rate"] = mean(f for s in mine for f in s["formatted"])
+        m[f"task/{name}/reward"] = mean(s["total_reward"] for s in mine)
+        m[f"task/{name}/groups"] = len(mine)
     return m
 
 
@@ -251,6 +273,7 @@ def save_checkpoint(cfg: TrainConfig, workers: Workers, path: Path, **state) -> 
 
 
 def results_table(results: dict) -> str:
+    """Before / after, overall, then each task's accuracy and format rate (a data.tasks mixture)."""
     cols = [c for c in ("before", "after") if c in results]
     rows = [("greedy accuracy", "accuracy", "{:.1%}"), ("strict format rate", "format_rate", "{:.1%}"),
             ("mean completion tokens", "mean_length", "{:.1f}")]
@@ -258,4 +281,9 @@ def results_table(results: dict) -> str:
              "| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(results[c][key]) for c in cols) + " |")
+    for name, task in results[cols[0]].get("tasks", {}).items():
+        for label, key, fmt in rows[:2]:
+            values = [fmt.format(results[c]["tasks"][name][key]) if name in results[c].get("tasks", {}) else "-"
+                      for c in cols]
+            lines.append(f"| {name} ({task['num_problems']}): {label} | " + " | ".join(values) + " |")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rl_system.config import ConfigError, SearchConfig, TrainConfig
 from rl_system.data import Problem, load_splits
+from rl_system.metrics import mean
 from rl_system.search.base import Policy, SearchResult, Verifier
 from rl_system.search.beam import prm_beam_search
 from rl_system.search.mcts import mcts
@@ -57,15 +58,18 @@ def evaluate_methods(problems: list[Problem], policy: Policy, verifiers: dict[st
             start = clock()
             results = run_method(method, budget, problems, policy, verifiers, cfg)
             wall_s = clock() - start
-            correct = grader.score(problems, [r.completion for r in results])
+            right = [float(c >= 1.0) for c in grader.score(problems, [r.completion for r in results])]
             tokens = sum(r.tokens for r in results)
             verifier = cfg.verifier_of(method)
             rows.append({
                 "method": method, "budget": budget,
                 "verifier": f"{verifier} (oracle)" if verifier == "rule" else verifier or "-",
-                "accuracy": sum(c >= 1.0 for c in correct) / len(problems), "generated_tokens": tokens,
+                "accuracy": mean(right), "generated_tokens": tokens,
                 "tokens_per_problem": tokens / len(problems), "wall_s": wall_s, "num_problems": len(problems),
             })
+            if any(p.task for p in problems):  # a data.tasks mixture
+                rows[-1]["task_accuracy"] = {task: mean(r for r, p in zip(right, problems) if p.task == task)
+                                             for task in dict.fromkeys(p.task for p in problems)}
             log(f"{method:6s} N={budget:<3d} accuracy {rows[-1]['accuracy']:6.1%}  "
                 f"{rows[-1]['tokens_per_problem']:7.1f} tokens/problem  {wall_s:6.1f} s")
     return rows
@@ -88,11 +92,16 @@ def preflight(cfg: TrainConfig) -> None:
 
 def run_evaluation(cfg: TrainConfig, policy: Policy, verifiers: dict[str, Verifier], grader: Verifier,
                    log=print) -> list[dict]:
-    """The held-out problems (the first search.num_problems), every method and budget, the report."""
-    problems = load_splits(cfg.data)[1][:cfg.search.num_problems or None]
+    """The held-out problems (the first search.num_problems; with search.split=train, training problems
+    instead), every method and budget, the report."""
+    train, held_out = load_splits(cfg.data)
+    problems = held_out if cfg.search.split == "held_out" else train
+    if cfg.search.tasks:
+        problems = [p for p in problems if p.task in cfg.search.tasks]
+    problems = problems[:cfg.search.num_problems or None]
     rows = evaluate_methods(problems, policy, verifiers, grader, cfg.search, log)
-    source = cfg.data.task if cfg.data.source == "reasoning_gym" else Path(cfg.data.path).name
-    title = f"`{cfg.model.path}`, {len(problems)} held-out `{source}` problems"
+    split = "held-out" if cfg.search.split == "held_out" else "training"
+    title = f"`{cfg.model.path}`, {len(problems)} {split} `{cfg.data.describe()}` problems"
     for path in write_report(rows, cfg.search.output_dir, title).values():
         log(f"wrote {path}")
     return rows

@@ -23,6 +23,11 @@ def markdown_table(rows: list[dict], title: str) -> str:
     for r in rows:
         lines.append(f"| {r['method']} | {r['budget']} | {r['verifier']} | {r['accuracy']:.1%} | "
                      f"{r['generated_tokens']} | {r['tokens_per_problem']:.1f} | {r['wall_s']:.1f} |")
+    tasks = list(rows[0].get("task_accuracy", {}))
+    if tasks:  # a data.tasks mixture: each task's accuracy
+        lines += ["", "| method | budget | " + " | ".join(tasks) + " |", "|---|---:|" + "---:|" * len(tasks)]
+        lines += [f"| {r['method']} | {r['budget']} | " + " | ".join(f"{r['task_accuracy'][t]:.1%}" for t in tasks)
+                  + " |" for r in rows]
     notes = [BUDGET_NOTE, *([ORACLE_NOTE] if any("oracle" in r["verifier"] for r in rows) else [])]
     return "\n".join([*lines, "", *notes, ""])
 
