@@ -37,6 +37,7 @@ test: $(VENV)/.installed
 
 bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/payload.py
 	$(PY) benchmarks/shared_prompt.py
 	$(PY) benchmarks/vllm_vs_hf.py
 	$(PY) benchmarks/logprob_memory.py

@@ -16,7 +16,7 @@ from rl_system.data import Problem
 from rl_system.resources import command_stages
 from rl_system.search.base import Continuation, Request
 from rl_system.search.evaluate import run_evaluation
-from rl_system.types import PromptGroup
+from rl_system.types import PromptGroup, logprob_array, token_array
 
 
 class RayPolicy:
@@ -43,7 +43,8 @@ def as_groups(problems: list[Problem], completions: list[str]) -> list[PromptGro
             texts[-1][1].append(completion)
         else:
             texts.append((problem, [completion]))
-    return [PromptGroup(problem, [], [[]] * len(group), group, [[]] * len(group), [False] * len(group), 0)
+    return [PromptGroup(problem, [], [token_array([])] * len(group), group, [logprob_array([])] * len(group),
+                        [False] * len(group), 0)
             for problem, group in texts]
 
 

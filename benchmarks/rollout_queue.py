@@ -19,13 +19,14 @@ import random
 import statistics
 import time
 
+import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
 from actors.controller import RayWorkers
 from rl_system.config import load_config
 from rl_system.data import Problem
-from rl_system.types import PromptGroup
+from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
 
 
 def completion_length(problem_id: int, sample: int) -> int:
@@ -46,8 +47,8 @@ class SimulatedRolloutWorker:
         groups = []
         for p in problems:
             lengths = [completion_length(p.problem_id, j) for j in range(n)]
-            groups.append(PromptGroup(p, [1] * 32, [[2] * k for k in lengths], ["x"] * n, [[0.0] * k for k in lengths],
-                                      [False] * n, 0))
+            groups.append(PromptGroup(p, [1] * 32, [np.full(k, 2, TOKEN_DTYPE) for k in lengths], ["x"] * n,
+                                      [np.zeros(k, LOGPROB_DTYPE) for k in lengths], [False] * n, 0))
         time.sleep(max(0.0, self.seconds_per_token * sum(len(c) for g in groups for c in g.completion_ids)
                        - (time.perf_counter() - start)))
         self.busy += time.perf_counter() - start

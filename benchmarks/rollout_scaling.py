@@ -11,13 +11,14 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
 from actors.controller import RayWorkers
 from rl_system.config import load_config
 from rl_system.data import Problem
-from rl_system.types import PromptGroup
+from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
 
 
 @ray.remote
@@ -30,7 +31,8 @@ class SimulatedRolloutWorker:
     def generate(self, problems, greedy=False, max_new_tokens=None, n=None, prefills=None, stop_strings=None):
         n, tokens = n or self.cfg.rollout.group_size, max_new_tokens or self.cfg.rollout.max_new_tokens
         time.sleep(self.group_seconds * len(problems))
-        groups = [PromptGroup(p, [1] * 32, [[2] * tokens] * n, ["x"] * n, [[0.0] * tokens] * n, [False] * n, 0)
+        groups = [PromptGroup(p, [1] * 32, [np.full(tokens, 2, TOKEN_DTYPE) for _ in range(n)], ["x"] * n,
+                              [np.zeros(tokens, LOGPROB_DTYPE) for _ in range(n)], [False] * n, 0)
                   for p in problems]
         return (*groups, len(groups))
 

@@ -17,6 +17,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 from safetensors import safe_open
@@ -49,8 +50,9 @@ def step_peaks(model_dir: Path, zero_stage: int, completion_tokens: int) -> list
         print(f"ZeRO-{zero_stage}: peak after setup {' / '.join(f'{p:.2f}' for p in after_setup)} GiB", flush=True)
         generator = torch.Generator().manual_seed(0)
         groups = [PromptGroup(Problem(i, "q", "1"), torch.randint(100, 49000, (32,), generator=generator).tolist(),
-                              [torch.randint(100, 49000, (completion_tokens,), generator=generator).tolist()
-                               for _ in range(8)], ["x"] * 8, [[-1.0] * completion_tokens] * 8, [False] * 8, 0,
+                              [torch.randint(100, 49000, (completion_tokens,), generator=generator).int().numpy()
+                               for _ in range(8)], ["x"] * 8, [np.full(completion_tokens, -1.0, np.float32)] * 8,
+                              [False] * 8, 0,
                               total_rewards=[float(j % 2) for j in range(8)])
                   for i in range(2)]
         stats = ray.get([rank.train.remote([ray.put(group)]) for rank, group in zip(ranks.actors, groups)])  # a group each

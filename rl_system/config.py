@@ -377,8 +377,9 @@ class SearchConfig:
     split: str = "held_out"
     tasks: tuple[str, ...] = ()  # in a data.tasks mixture: only these tasks' problems (() = every task)
     # How maj / bon / wbon answers, beam steps and MCTS expansions and rollouts are sampled (greedy is
-    # greedy); rollout.temperature etc. are training's.
-    temperature: float = 1.0
+    # greedy); rollout.temperature etc. are training's. 0.3: the best maj@8 on training problems of the
+    # mixture's policy (benchmarks/transfer.py, results.md (n); by a point: 1.0 and 0.6 were a tie).
+    temperature: float = 0.3
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 64  # a whole answer: samples, MCTS rollouts, finishing open beams

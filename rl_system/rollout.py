@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from rl_system.config import TrainConfig
 from rl_system.data import Problem, format_prompt
 from rl_system.training import padded_positions
-from rl_system.types import PromptGroup
+from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,10 @@ def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
 
 @torch.no_grad()
 def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: int, params: SamplingParams,
-                         stop_strings: tuple[str, ...]) -> list[tuple[list[int], list[float], bool]]:
+                         stop_strings: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
     """generate() from `inputs` (`rows` sequences after `prompt_len` prompt columns): for each row,
-    the ids it kept, their behaviour log-probs, and whether it stopped (a stop string or EOS) before
-    params.max_new_tokens."""
+    the ids it kept (int32), their behaviour log-probs (float32), and whether it stopped (a stop
+    string or EOS) before params.max_new_tokens. Arrays, not lists: PromptGroup's payload (types.py)."""
     recorder = StopRecorder(tokenizer, prompt_len, rows, stop_strings)
     sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
     sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
@@ -118,7 +119,9 @@ def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: 
     out = []
     for i, kept in enumerate(recorder.lengths):
         n = kept or generated.shape[1]
-        out.append((generated[i, :n].tolist(), logprobs[i, :n].tolist(), kept is not None))
+        # astype copies: each row owns its memory instead of viewing the whole batch's tensor
+        ids, row_logprobs = generated[i, :n].numpy().astype(TOKEN_DTYPE), logprobs[i, :n].float().numpy()
+        out.append((ids, row_logprobs.astype(LOGPROB_DTYPE), kept is not None))
     return out
 
 

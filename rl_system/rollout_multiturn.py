@@ -11,19 +11,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from rl_system.data import Problem
 from rl_system.envs.runner import EnvRunner
 from rl_system.rollout import SamplingParams, prompt_token_ids, sample_with_logprobs
-from rl_system.types import PromptGroup
+from rl_system.types import PromptGroup, logprob_array, mask_array, token_array
 
-# One model turn for each row of token ids, given the stop strings: (ids, their log-probs, stopped) per row.
-# hf_turns gives the HF backend's; rl_system/rollout_vllm.py's VLLMSampler.sample_turn is vLLM's.
-TurnSampler = Callable[[list[list[int]], tuple[str, ...]], list[tuple[list[int], list[float], bool]]]
+# One model turn for each row of token ids, given the stop strings: (ids, their log-probs, stopped) per row,
+# ids and log-probs as arrays or lists. hf_turns gives the HF backend's; rl_system/rollout_vllm.py's
+# VLLMSampler.sample_turn is vLLM's.
+TurnSampler = Callable[[list[list[int]], tuple[str, ...]], list[tuple[np.ndarray, np.ndarray, bool]]]
 
 
 @dataclass
 class Trajectory:
+    """Python lists while it grows (the next turn's row is prompt_ids + ids, and vLLM takes lists);
+    the PromptGroup gets them as arrays, converted once when the trajectory is done."""
     prompt_ids: list[int]
     ids: list[int] = field(default_factory=list)  # everything after the prompt: model and tool tokens
     loss_mask: list[int] = field(default_factory=list)
@@ -33,11 +37,13 @@ class Trajectory:
     done: bool = False
     truncated: bool = False  # its last turn ran out of tokens before a stop
 
-    def append(self, ids: list[int], logprobs: list[float] | None) -> None:
-        """Sampled ids with their log-probs (in the loss), or a tool's ids (`logprobs` None: masked out)."""
+    def append(self, ids, logprobs) -> None:
+        """Sampled ids with their log-probs (in the loss), or a tool's ids (`logprobs` None: masked out);
+        lists or arrays."""
+        ids = np.asarray(ids).tolist()
         self.ids += ids
         self.loss_mask += [0 if logprobs is None else 1] * len(ids)
-        self.logprobs += [0.0] * len(ids) if logprobs is None else logprobs
+        self.logprobs += [0.0] * len(ids) if logprobs is None else np.asarray(logprobs).tolist()
 
 
 def hf_turns(model, tokenizer, params: SamplingParams) -> TurnSampler:
@@ -101,9 +107,10 @@ def generate_multiturn_groups(sample_turn: TurnSampler, tokenizer, problems: lis
     for k, (p, pre, ids) in enumerate(zip(problems, prefills, prompts)):
         row = trajectories[k * params.n:(k + 1) * params.n]
         groups.append(PromptGroup(
-            problem=p, prompt_ids=ids, completion_ids=[t.ids for t in row],
+            problem=p, prompt_ids=ids, completion_ids=[token_array(t.ids) for t in row],
             completions=[pre + tokenizer.decode(t.ids, skip_special_tokens=True) for t in row],
-            logprobs=[t.logprobs for t in row], truncated=[t.truncated for t in row], policy_version=policy_version,
-            generate_s=elapsed / len(problems), loss_masks=[t.loss_mask for t in row],
+            logprobs=[logprob_array(t.logprobs) for t in row], truncated=[t.truncated for t in row],
+            policy_version=policy_version, generate_s=elapsed / len(problems),
+            loss_masks=[mask_array(t.loss_mask) for t in row],
             env_stats={key: sum(t.stats[key] for t in row) for key in row[0].stats}))
     return groups

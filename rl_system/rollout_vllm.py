@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
 
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.rollout import SamplingParams, prompt_token_ids
-from rl_system.types import PromptGroup
+from rl_system.types import PromptGroup, logprob_array, token_array
 from rl_system.weights import SharedWeightsReader, WeightSyncError, check_packed_weights, unpacked_tensors
 
 
@@ -67,13 +68,18 @@ def groups_from_vllm(outputs, problems: list[Problem], prompt_ids: list[list[int
         samples = request.outputs
         groups.append(PromptGroup(
             problem=problem, prompt_ids=ids,
-            completion_ids=[list(s.token_ids) for s in samples],
+            completion_ids=[token_array(s.token_ids) for s in samples],
             completions=[prefill + tokenizer.decode(s.token_ids, skip_special_tokens=True) for s in samples],
-            logprobs=[[step[token].logprob for token, step in zip(s.token_ids, s.logprobs)] for s in samples],
+            logprobs=[sampled_logprobs(s) for s in samples],
             truncated=[s.finish_reason == "length" for s in samples],
             policy_version=policy_version, generate_s=elapsed / len(problems),
         ))
     return groups
+
+
+def sampled_logprobs(sample) -> np.ndarray:
+    """A CompletionOutput's log-prob of each token it sampled (logprobs=0: only those), float32."""
+    return logprob_array([step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)])
 
 
 class VLLMSampler:
@@ -120,7 +126,7 @@ class VLLMSampler:
                                 time.perf_counter() - start)
 
     def sample_turn(self, rows: list[list[int]], params: SamplingParams,
-                    stop_strings: tuple[str, ...]) -> list[tuple[list[int], list[float], bool]]:
+                    stop_strings: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
         """One model turn per row of ids (rl_system/rollout_multiturn.py's TurnSampler): the sampled ids,
         their log-probs, and whether the turn stopped (EOS or a stop string) before max_new_tokens."""
         outputs = self.llm.generate([{"prompt_token_ids": row} for row in rows],
@@ -128,9 +134,7 @@ class VLLMSampler:
         turns = []
         for request in outputs:
             [sample] = request.outputs
-            turns.append((list(sample.token_ids),
-                          [step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)],
-                          sample.finish_reason != "length"))
+            turns.append((token_array(sample.token_ids), sampled_logprobs(sample), sample.finish_reason != "length"))
         return turns
 
     def _sampling(self, params: SamplingParams, n: int, stop_strings: tuple[str, ...]):

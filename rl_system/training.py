@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rl_system.algorithms.advantages import SumAcrossRanks
@@ -17,13 +18,16 @@ from rl_system.types import PromptGroup
 
 @dataclass
 class Sample:
+    """One completion to train on. The token fields are its PromptGroup's arrays (rl_system/types.py),
+    not copies; lists work as well (collate reads either)."""
     prompt_ids: list[int]
-    completion_ids: list[int]
-    behaviour_logprobs: list[float]
+    completion_ids: np.ndarray | list[int]
+    behaviour_logprobs: np.ndarray | list[float]
     advantage: float
     policy_version: int
     in_loss: bool = True  # False: its tokens are masked out of the loss (DAPO's overlong filtering)
-    loss_mask: list[int] | None = None  # multi-turn: 0 for a tool's tokens, which the model did not sample
+    # multi-turn: 0 for a tool's tokens, which the model did not sample; None: every token is the model's
+    loss_mask: np.ndarray | list[int] | None = None
     # Fixed for the whole update, computed once before its first pass (Learner.attach_fixed_logprobs):
     old_logprobs: torch.Tensor | None = None  # the ratio's denominator when the batch takes several steps
     ref_logprobs: torch.Tensor | None = None  # the reference policy's, for the KL term
@@ -58,24 +62,27 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
     for i, p in enumerate(prompts):
         prompt_ids[i, p_len - len(p):] = torch.tensor(p)
         prompt_mask[i, p_len - len(p):] = 1
-    targets = torch.full((len(samples), c_len), pad_id, dtype=torch.long)
-    tokens = torch.zeros((len(samples), c_len), dtype=torch.long)  # real tokens: what attention sees
-    mask = torch.zeros((len(samples), c_len))  # tokens in the loss: the model's own, of samples in the loss
-    behaviour = torch.zeros((len(samples), c_len))
+    # Filled in numpy, straight from the samples' arrays (read-only when Ray deserialised them
+    # zero-copy, which torch.from_numpy warns about), then one torch.from_numpy per tensor.
+    targets = np.full((len(samples), c_len), pad_id, dtype=np.int64)
+    tokens = np.zeros((len(samples), c_len), dtype=np.int64)  # real tokens: what attention sees
+    mask = np.zeros((len(samples), c_len), dtype=np.float32)  # in the loss: the model's own, of samples in the loss
+    behaviour = np.zeros((len(samples), c_len), dtype=np.float32)
     for i, s in enumerate(samples):
         c = len(s.completion_ids)
-        targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        targets[i, :c] = s.completion_ids
         tokens[i, :c] = 1
-        mask[i, :c] = float(s.in_loss) * (torch.tensor(s.loss_mask, dtype=torch.float) if s.loss_mask else 1.0)
-        behaviour[i, :c] = torch.tensor(s.behaviour_logprobs)
+        if s.in_loss:
+            mask[i, :c] = 1.0 if s.loss_mask is None else s.loss_mask
+        behaviour[i, :c] = s.behaviour_logprobs
     batch = {
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
         "prompt_index": torch.tensor(prompt_index),
-        "targets": targets,
-        "tokens_mask": tokens,
-        "mask": mask,
-        "behaviour_logprobs": behaviour,
+        "targets": torch.from_numpy(targets),
+        "tokens_mask": torch.from_numpy(tokens),
+        "mask": torch.from_numpy(mask),
+        "behaviour_logprobs": torch.from_numpy(behaviour),
         "advantages": torch.tensor([s.advantage for s in samples]),
         "policy_version": torch.tensor([s.policy_version for s in samples]),
     }
@@ -210,5 +217,5 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 def loss_counts(samples: list[Sample]) -> tuple[int, int]:
     """(sequences, tokens) in the loss (overlong-filtered samples count nothing): what
     loss_normalizer takes, once summed over the ranks."""
-    kept = [sum(s.loss_mask) if s.loss_mask else len(s.completion_ids) for s in samples if s.in_loss]
+    kept = [len(s.completion_ids) if s.loss_mask is None else int(np.sum(s.loss_mask)) for s in samples if s.in_loss]
     return len(kept), sum(kept)

@@ -38,6 +38,9 @@ def test_generate_groups_shapes(groups):
         assert all(1 <= len(ids) <= 12 and len(ids) == len(lp) for ids, lp in zip(g.completion_ids, g.logprobs))
         assert all(c.startswith("<think>") for c in g.completions)
         assert all(lp <= 0 for row in g.logprobs for lp in row)
+        # the payload travels as numpy arrays (rl_system/types.py), each row owning its memory
+        assert all(ids.dtype == np.int32 and lp.dtype == np.float32 and ids.base is None and lp.base is None
+                   for ids, lp in zip(g.completion_ids, g.logprobs))
 
 
 def test_behaviour_logprobs_match_the_training_forward(model_and_tokenizer, groups):

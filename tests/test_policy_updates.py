@@ -76,7 +76,8 @@ def test_old_logprobs_are_fixed_before_the_first_step(learner, tiny_model_dir):
         assert s.ref_logprobs is None  # beta = 0: no reference pass
     stale = flatten_groups(batch(tiny_model_dir, learner.version - 1), True)
     learner.attach_fixed_logprobs(stale, largest=len(stale))
-    assert all(s.old_logprobs.tolist() == s.behaviour_logprobs for s in stale)  # a lagging sample keeps pi_behaviour
+    # a lagging sample keeps pi_behaviour
+    assert all(s.old_logprobs.tolist() == s.behaviour_logprobs.tolist() for s in stale)
 
 
 def test_gspo_kl_and_entropy_bonus_train(learner, tiny_model_dir):

@@ -4,6 +4,7 @@ after every publish; its groups (prefill, stop strings, truncation, behaviour lo
 HF backend's, token for token, at float32."""
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,13 +85,18 @@ def test_vllm_groups_are_the_hf_backends_token_for_token(vllm_model_dir):
     hf, vllm = both(greedy)
     for h, v in zip(hf, vllm):
         assert v.prompt_ids == h.prompt_ids  # the same chat template and `<think>` prefill
-        assert v.completion_ids == h.completion_ids and v.completions == h.completions
+        assert [ids.tolist() for ids in v.completion_ids] == [ids.tolist() for ids in h.completion_ids]
+        assert v.completions == h.completions
         assert v.completions[0].startswith(cfg.data.prefill) and v.truncated == h.truncated == [True]
-        assert torch.allclose(torch.tensor(v.logprobs), torch.tensor(h.logprobs), atol=1e-3)
+        np.testing.assert_allclose(np.stack(v.logprobs), np.stack(h.logprobs), atol=1e-3)
+        # both backends hand over the payload as numpy arrays (rl_system/types.py)
+        assert all(a.dtype == np.int32 and b.dtype == np.float32
+                   for g in (v, h) for a, b in zip(g.completion_ids, g.logprobs))
     # A stop string that the greedy text reaches at its 4th token: both stop there, and keep it.
     stop = tokenizer.decode(hf[0].completion_ids[0][3:4])
     hf, vllm = both(dataclasses.replace(greedy, stop_strings=(stop,)))
-    assert vllm[0].completion_ids == hf[0].completion_ids and vllm[0].completions == hf[0].completions
+    assert [ids.tolist() for ids in vllm[0].completion_ids] == [ids.tolist() for ids in hf[0].completion_ids]
+    assert vllm[0].completions == hf[0].completions
     assert vllm[0].completions[0].endswith(stop) and vllm[0].truncated == hf[0].truncated == [False]
     assert len(vllm[0].completion_ids[0]) <= 4
     # Sampling: n completions per prompt with a log-prob for every token.
