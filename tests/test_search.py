@@ -258,6 +258,21 @@ def test_per_task_accuracy_in_rows_and_report(tmp_path):
                                                    log=lambda *_: None)[0]  # one unnamed task: no per-task column
 
 
+def test_search_takes_the_chosen_split_and_tasks_of_a_mixture():
+    from rl_system.config import load_config
+    from rl_system.search.evaluate import search_problems
+
+    cfg = load_config("configs/r1_zero_mix.yaml", ["search.tasks=[chain_sum_3x2, basic_arithmetic]", "data.num_eval=8",
+                                                   "data.num_train=20"])
+    held_out = search_problems(cfg)
+    assert len(held_out) == 16 and {p.task for p in held_out} == {"chain_sum_3x2", "basic_arithmetic"}
+    train = search_problems(load_config("configs/r1_zero_mix.yaml", [
+        "search.tasks=[basic_arithmetic]", "search.split=train", "search.num_problems=5", "data.num_eval=8",
+        "data.num_train=20"]))
+    assert len(train) == 5 and {p.task for p in train} == {"basic_arithmetic"}
+    assert not {p.question for p in train} & {p.question for p in held_out}
+
+
 def test_search_and_collect_sampling_settings_reach_the_rollout_workers():
     from rl_system.rollout import sampling_params
 

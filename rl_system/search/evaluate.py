@@ -90,15 +90,20 @@ def preflight(cfg: TrainConfig) -> None:
         check_reward_model_dir(path, kind, key=f"search.{kind}_path")
 
 
-def run_evaluation(cfg: TrainConfig, policy: Policy, verifiers: dict[str, Verifier], grader: Verifier,
-                   log=print) -> list[dict]:
-    """The held-out problems (the first search.num_problems; with search.split=train, training problems
-    instead), every method and budget, the report."""
+def search_problems(cfg: TrainConfig) -> list[Problem]:
+    """search.split's problems, of search.tasks only when given, the first search.num_problems of them."""
     train, held_out = load_splits(cfg.data)
     problems = held_out if cfg.search.split == "held_out" else train
     if cfg.search.tasks:
         problems = [p for p in problems if p.task in cfg.search.tasks]
-    problems = problems[:cfg.search.num_problems or None]
+    return problems[:cfg.search.num_problems or None]
+
+
+def run_evaluation(cfg: TrainConfig, policy: Policy, verifiers: dict[str, Verifier], grader: Verifier,
+                   log=print) -> list[dict]:
+    """The held-out problems (the first search.num_problems; with search.split=train, training problems
+    instead), every method and budget, the report."""
+    problems = search_problems(cfg)
     rows = evaluate_methods(problems, policy, verifiers, grader, cfg.search, log)
     split = "held-out" if cfg.search.split == "held_out" else "training"
     title = f"`{cfg.model.path}`, {len(problems)} {split} `{cfg.data.describe()}` problems"
