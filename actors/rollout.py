@@ -9,6 +9,7 @@ from actors.env_worker import RayEnvs
 from actors.group import assigned_gpu_index
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
+from rl_system.envs.runner import LocalEnvs
 from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rollout import sample_batch, sampling_params
 from rl_system.rollout_vllm import VLLMSampler
@@ -49,8 +50,11 @@ class RolloutWorker:
         self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
         self.policy_version = 0
         self.node_id = ray.get_runtime_context().get_node_id()
-        # Tool calls of multi-turn rollouts run on environment workers of this worker's own (env.num_workers).
-        self.envs = RayEnvs(cfg.env, self.node_id) if cfg.env.name and cfg.env.num_workers else None
+        # Multi-turn rollouts: tool calls on environment workers of this worker's own (env.num_workers), or
+        # with env.num_workers=0 in this process; one runner for the worker's life, not one per call.
+        self.envs = None
+        if cfg.env.name:
+            self.envs = RayEnvs(cfg.env, self.node_id) if cfg.env.num_workers else LocalEnvs(cfg.env)
         self.shared_weights = SharedWeightsReader()
         self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())

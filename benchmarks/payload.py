@@ -1,7 +1,7 @@
 """What a PromptGroup costs on the wire (issue 16): one pickle round trip (dumps + loads, what a
 trip through the object store pays on each side) of a group whose token payload is Python lists of
 ints and floats, against the same group as it travels now, numpy arrays (rl_system/types.py).
-No Ray and no model: the same random tokens and log-probs both ways, medians of --repeats.
+No cluster and no model: the same random tokens and log-probs both ways, medians of --repeats.
 
     python benchmarks/payload.py [--completions 16] [--tokens 2048] [--repeats 50]
 """
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import statistics
-import time
 
 import numpy as np
+from _common import median_seconds
 
 from rl_system.data import Problem
 from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
@@ -38,13 +37,7 @@ def as_lists(group: PromptGroup) -> PromptGroup:
 
 def round_trip_seconds(group: PromptGroup, repeats: int) -> float:
     """Median seconds of pickle.loads(pickle.dumps(group)) after one untimed call."""
-    pickle.loads(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        pickle.loads(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL))
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return median_seconds(lambda: pickle.loads(pickle.dumps(group, protocol=pickle.HIGHEST_PROTOCOL)), repeats, 1)
 
 
 def main() -> None:

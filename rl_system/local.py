@@ -12,6 +12,7 @@ import torch
 from rl_system.buffer import GroupLedger
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
+from rl_system.envs.runner import LocalEnvs
 from rl_system.learner import TRAINING_STATE_DIR, Learner, load_rollout_rng, save_rollout_rng
 from rl_system.models import load_policy, load_tokenizer, pick_device
 from rl_system.rewards.scoring import GroupScorer
@@ -34,6 +35,7 @@ class LocalWorkers:
         self.model = load_policy(cfg.model, cfg.rollout.dtype, self.device).eval()
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
         self.policy_version = 0
+        self.envs = LocalEnvs(cfg.env) if cfg.env.name else None  # multi-turn: one runner, not one per call
         self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
         self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
 
@@ -41,7 +43,7 @@ class LocalWorkers:
                  n: int | None = None, prefills: list[str] | None = None,
                  stop_strings: tuple[str, ...] | None = None) -> list:
         return sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
-                            max_new_tokens, n, prefills, stop_strings)
+                            max_new_tokens, n, prefills, stop_strings, self.envs)
 
     def wait(self, handles: list) -> list:
         return handles

@@ -79,13 +79,16 @@ def test_two_grpo_steps_with_vllm_rollouts(vllm_model_dir, tmp_path):
         assert 0 < m["tis/mean_weight"] <= 2.0
 
 
-def test_multi_turn_grpo_steps_with_vllm_rollouts_and_env_workers(vllm_model_dir, tmp_path):
-    """configs/r1_zero_tools.yaml on Ray with the vLLM backend: the rollout worker's trajectories have
-    their environments on an environment worker (actors/env_worker.py), and the steps log env/*."""
+@pytest.mark.parametrize("backend, env_workers", [("vllm", 2), ("hf", 0)])
+def test_multi_turn_grpo_steps_on_ray(vllm_model_dir, tmp_path, backend, env_workers):
+    """configs/r1_zero_tools.yaml on Ray: with the vLLM backend the rollout worker's trajectories have
+    their environments on environment workers (actors/env_worker.py); with env.num_workers=0 (HF) in
+    the rollout worker's own process. The steps log env/*."""
     cfg = resolve_paths(load_config("configs/r1_zero_tools.yaml", [
-        f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", "rollout.backend=vllm",
+        f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", f"rollout.backend={backend}",
         "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=4",
-        "learner.num_ranks=1", "rollout.num_workers=1", "env.num_workers=2", "learner.autocast_dtype=float32",
+        "learner.num_ranks=1", "rollout.num_workers=1", f"env.num_workers={env_workers}",
+        "learner.autocast_dtype=float32",
         "rollout.dtype=bfloat16", "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
     ]))
     connect(cfg)
