@@ -62,13 +62,18 @@ def connect(cfg: TrainConfig) -> None:
              _metrics_export_port=cfg.cluster.metrics_export_port or None)
 
 
-def chunk_size(problems: int, workers: int, samples_per_problem: int, rc) -> int:
-    """Problems per generate call: rollout.chunk_prompts, or by default an equal share per worker
-    cut to one generation batch (rollout.max_batch_sequences), so large batches become several
-    chunks per worker that the queue balances, and a small one stays one batched call per worker."""
+def chunk_size(remaining: int, problems: int, workers: int, samples_per_problem: int, rc, depth: int) -> int:
+    """Problems in the next generate call of a request for `problems` problems, `remaining` of them
+    not yet handed out: rollout.chunk_prompts if set. Otherwise, when an equal share per worker fits
+    one generation batch (rollout.max_batch_sequences), that share: one batched call per worker. A
+    larger request goes in guided chunks, the remaining problems over the queue's slots (depth x
+    workers) and at most one generation batch, so the chunks shrink toward the end of the request
+    and the last calls of a step are short (guided self-scheduling)."""
     if rc.chunk_prompts:
         return rc.chunk_prompts
-    return max(1, min(-(-problems // max(1, workers)), rc.max_batch_sequences // samples_per_problem))
+    batch = max(1, rc.max_batch_sequences // samples_per_problem)
+    share = -(-problems // max(1, workers))
+    return share if share <= batch else min(batch, -(-remaining // (depth * max(1, workers))))
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
@@ -116,30 +121,51 @@ class RayWorkers:
             pool.health()  # every replica loaded its model
         self._next_reward = 0
         self._generating: dict[ray.ObjectRef, ActorCall] = {}  # group ref -> its unfinished generate call
-        self.queue = GenerationQueue(self._submit_generate, lambda: self.rollouts.names)  # guards _generating
+        self._scoring: dict[ray.ObjectRef, tuple[ActorCall, int]] = {}  # group ref -> (its score call, index)
+        # The queue's lock guards _generating, _scoring and the reward pools, which its thread uses too.
+        self.queue = GenerationQueue(self._submit_generate, lambda: self.rollouts.names)
         self.calls_rerun: Counter = Counter()  # by method: calls run again after their actor died
         self._loads: tuple[int, list] | None = None  # (version, [(worker, its load ref)]) not yet checked
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
-                 stop_strings: tuple[str, ...] | None = None) -> list:
+                 stop_strings: tuple[str, ...] | None = None, score: bool = False) -> list:
         """One handle per problem, in the order given; `wait` (or `score`, `fetch`) finishes them. The
-        problems go in chunks (rollout.chunk_prompts) to whichever rollout worker is free (GenerationQueue).
-        `stop_strings` overrides rollout.stop_strings."""
-        size = chunk_size(len(problems), len(self.rollouts), n or self.cfg.rollout.group_size, self.cfg.rollout)
-        handles: list = []
-        for start in range(0, len(problems), size):
-            part = slice(start, start + size)
-            args = (problems[part], greedy, max_new_tokens, n, prefills[part] if prefills else None, stop_strings)
-            handles += self.queue.put(args, len(problems[part]))
-        return handles
+        problems go in chunks (chunk_size) to whichever rollout worker is free (GenerationQueue).
+        `stop_strings` overrides rollout.stop_strings. With `score`, each call's groups go to the
+        reward workers as soon as the call ends, and `score` collects them."""
+        samples, rc = n or self.cfg.rollout.group_size, self.cfg.rollout
 
-    def _submit_generate(self, name: str, args: tuple, count: int) -> tuple[list, ray.ObjectRef]:
+        def args(part: slice) -> tuple:
+            return problems[part], greedy, max_new_tokens, n, prefills[part] if prefills else None, stop_strings
+
+        def chunk(remaining: int, workers: int) -> int:
+            return chunk_size(remaining, len(problems), workers, samples, rc, self.queue.depth)
+
+        return self.queue.put(args, len(problems), chunk, self._score_generated if score else self._generated)
+
+    def _submit_generate(self, name: str, args: tuple, count: int) -> ActorCall:
         """GenerationQueue's way to start a chunk on worker `name` (under its lock)."""
         call = self._submit(self.rollouts, name, "generate", args, num_returns=count + 1)
         for ref in call.groups:
             self._generating[ref] = call
-        return call.groups, call.receipt
+        return call
+
+    def _generated(self, call: ActorCall) -> None:
+        """GenerationQueue's on_done (its thread, under its lock): the call's latency, as it ends."""
+        self.metrics.actor_call(call.name, call.method, time.monotonic() - call.submitted)
+
+    def _score_generated(self, call: ActorCall) -> None:
+        """As _generated, and a call that ended well has its groups scored at once, while the rest of
+        the batch still generates. A failed call's groups are scored by `score`, after `wait` re-ran it."""
+        self._generated(call)
+        try:
+            ray.get(call.receipt)
+        except ray.exceptions.RayError:
+            return
+        scoring = self._submit_scoring(call.groups)
+        for i, ref in enumerate(call.groups):
+            self._scoring[ref] = (scoring, i)
 
     def wait(self, handles: list) -> list:
         """Finishes the generate calls behind `handles`. A call whose rollout worker died runs again
@@ -149,7 +175,8 @@ class RayWorkers:
         with self.queue.lock:
             calls = list({id(c): c for h in handles if isinstance(h, ray.ObjectRef)
                           and (c := self._generating.get(h)) is not None}.values())
-        finished = self._finish(calls, self.rollouts)
+        self.queue.wait_ended([c.receipt for c in calls])
+        finished = self._finish(calls, self.rollouts, timed=False)  # _generated timed them as they ended
         replaced = {}
         with self.queue.lock:
             for old, new in zip(calls, finished):
@@ -160,47 +187,66 @@ class RayWorkers:
 
     def score(self, rollouts: list) -> tuple[list, list[dict]]:
         """Rule and learned rewards run at the same time; each group travels rollout worker ->
-        object store -> reward workers, and the rule worker merges the learned scores."""
+        object store -> reward workers, and the rule worker merges the learned scores. Groups
+        generated with `score=True` are already being scored; the others go out now, in one call
+        per rule reward worker."""
         rollouts = self.wait(rollouts)
-        learned = [pool.score(rollouts) for pool in self.reward_models]
-        calls = []
-        for i, ref in enumerate(rollouts):
-            name = self.rewards.names[self._next_reward % len(self.rewards)]
-            self._next_reward += 1
-            calls.append(self._submit(self.rewards, name, "score", (ref, [refs[i] for refs in learned]), 2))
-        calls = self._finish(calls, self.rewards)
-        return [c.groups[0] for c in calls], ray.get([c.receipt for c in calls])
+        with self.queue.lock:
+            placed = [self._scoring.pop(r, None) if isinstance(r, ray.ObjectRef) else None for r in rollouts]
+            rest = [i for i, p in enumerate(placed) if p is None]
+            size = max(1, -(-len(rest) // len(self.rewards)))
+            for start in range(0, len(rest), size):
+                part = rest[start:start + size]
+                scoring = self._submit_scoring([rollouts[i] for i in part])
+                for j, i in enumerate(part):
+                    placed[i] = (scoring, j)
+        calls = list({id(c): c for c, _ in placed}.values())
+        finished = {id(old): new for old, new in zip(calls, self._finish(calls, self.rewards))}
+        summaries = dict(zip(finished, ray.get([c.receipt for c in finished.values()])))
+        return ([finished[id(c)].groups[j] for c, j in placed], [summaries[id(c)][j] for c, j in placed])
+
+    def _submit_scoring(self, groups: list) -> ActorCall:
+        """One rule reward call for `groups` (refs or groups), with the learned rewards' refs for each;
+        the next rule worker in turn takes it. Returns (*scored groups, their summaries)."""
+        learned = [pool.score(groups) for pool in self.reward_models]
+        name = self.rewards.names[self._next_reward % len(self.rewards)]
+        self._next_reward += 1
+        args = ([[refs[i] for refs in learned] for i in range(len(groups))], *groups)
+        return self._submit(self.rewards, name, "score", args, len(groups) + 1)
 
     def _submit(self, group, name: str, method: str, args: tuple, num_returns: int, attempt: int = 0) -> ActorCall:
         """Calls `method` on the member called `name` (or, once that one is retired, another member);
         its last return is the receipt."""
-        members = dict(zip(group.names, group.actors))
-        actor = members.get(name) or group.actors[attempt % len(group)]
+        actor = group.member(name) or group.actors[attempt % len(group)]
         if attempt:
             wait_until_alive(actor)  # a rerun waits for the restart
         out = list(getattr(actor, method).options(num_returns=num_returns).remote(*args))
         return ActorCall(name, method, args, num_returns, out[:-1], out[-1], time.monotonic(), attempt)
 
-    def _finish(self, calls: list[ActorCall], group) -> list[ActorCall]:
-        """Waits for every call's receipt, recording each call's latency in `rl_actor_call_seconds`.
-        A call whose actor died runs again, up to cluster.max_restarts times; returns the calls that
-        finished, in the order given."""
+    def _finish(self, calls: list[ActorCall], group, timed: bool = True) -> list[ActorCall]:
+        """Waits for every call's receipt, recording each call's latency in `rl_actor_call_seconds`
+        (with `timed`; a re-run always). A call whose actor died runs again, up to
+        cluster.max_restarts times; returns the calls that finished, in the order given."""
         finished = list(calls)
         pending = {c.receipt: i for i, c in enumerate(calls)}
         while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1, fetch_local=False)
-            i = pending.pop(done)
-            call = finished[i]
-            try:
-                ray.get(done)
-            except ray.exceptions.RayActorError:
-                if call.attempt >= self.cfg.cluster.max_restarts:
-                    raise
-                self.calls_rerun[call.method] += 1
-                finished[i] = self._submit(group, call.name, call.method, call.args, call.num_returns, call.attempt + 1)
-                pending[finished[i].receipt] = i
-                continue
-            self.metrics.actor_call(call.name, call.method, time.monotonic() - call.submitted)
+            ray.wait(list(pending), num_returns=1, fetch_local=False)
+            ended, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0, fetch_local=False)
+            for receipt in ended:  # all that ended by now, not one per wait: O(calls) waits, not O(calls^2)
+                i = pending.pop(receipt)
+                call = finished[i]
+                try:
+                    ray.get(receipt)
+                except ray.exceptions.RayActorError:
+                    if call.attempt >= self.cfg.cluster.max_restarts:
+                        raise
+                    self.calls_rerun[call.method] += 1
+                    finished[i] = self._submit(group, call.name, call.method, call.args, call.num_returns,
+                                               call.attempt + 1)
+                    pending[finished[i].receipt] = i
+                    continue
+                if timed or call.attempt:
+                    self.metrics.actor_call(call.name, call.method, time.monotonic() - call.submitted)
         return finished
 
     def buffer_add(self, keys: list[int], scored: list, summaries: list[dict]) -> None:
@@ -286,7 +332,7 @@ class RayWorkers:
         return worker.load_weights.remote(version, packed) if packed else worker.version.remote()
 
     def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]:
-        rollouts = self.generate(problems, greedy=True, max_new_tokens=max_new_tokens)
+        rollouts = self.generate(problems, greedy=True, max_new_tokens=max_new_tokens, score=True)
         return self.score(rollouts)[1]
 
     def fetch(self, handles: list) -> list:

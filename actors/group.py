@@ -50,6 +50,10 @@ class ActorGroup:
     def __len__(self) -> int:
         return len(self.actors)
 
+    def member(self, name: str):
+        """The actor called `name`, or None."""
+        return dict(zip(self.names, self.actors)).get(name)
+
     def call(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
         """Calls `method` on every actor; returns one ref per actor."""
         return [getattr(a, method).remote(*args, **kwargs) for a in self.actors]
@@ -105,6 +109,11 @@ class ElasticActorGroup:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def member(self, name: str):
+        """The ready actor called `name`, or None (retired, or never there); O(1), as calls go out per chunk."""
+        role, _, index = name.rpartition("-")
+        return self.members.get(int(index)) if role == self.role and index.isdigit() else None
 
     def call(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
         """Calls `method` on every ready actor; returns one ref per actor."""

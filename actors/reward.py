@@ -16,18 +16,24 @@ from rl_system.types import PromptGroup
 
 @ray.remote
 class RuleRewardWorker:
-    """Scores a group with the weighted rule rewards, merges the learned rewards computed at the
-    same time on ModelRewardWorkers, and returns the scored group plus a small summary.
+    """Scores groups with the weighted rule rewards, merges the learned rewards computed at the
+    same time on ModelRewardWorkers, and returns the scored groups plus a small summary of each.
     A failure or a timeout of any part costs a counted `reward.failure_score`, never the run."""
 
     def __init__(self, cfg: TrainConfig, worker_index: int):
         self.models = cfg.reward.models
         self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
 
-    def score(self, group: PromptGroup, learned_refs: list | None = None) -> tuple[PromptGroup, dict]:
+    def score(self, learned_refs: list[list], *groups: PromptGroup) -> tuple:
+        """Scores several groups in one call: (*scored groups, [their summaries]). `learned_refs[i]`
+        holds group i's learned-reward refs, one per reward model."""
+        scored = [self._score_group(group, refs) for group, refs in zip(groups, learned_refs)]
+        return (*[group for group, _ in scored], [summary for _, summary in scored])
+
+    def _score_group(self, group: PromptGroup, learned_refs: list) -> tuple[PromptGroup, dict]:
         def learned(start: float, not_here: set) -> dict:
             scores = {}
-            for model_cfg, ref in zip(self.models, learned_refs or []):
+            for model_cfg, ref in zip(self.models, learned_refs):
                 if model_cfg.name not in not_here:
                     remaining = max(0.0, model_cfg.timeout_s - (time.perf_counter() - start))
                     try:

@@ -159,7 +159,8 @@ class RolloutConfig:
     stop_strings: tuple[str, ...] = ("</answer>",)
     max_batch_sequences: int = 64  # sequences in one generate call; larger requests are cut up
     # Prompts per generate call handed to a free worker (actors/generation_queue.py); 0: an equal
-    # share per worker, cut to max_batch_sequences.
+    # share per worker when that fits max_batch_sequences, else chunks that shrink toward the end
+    # of the batch (controller.chunk_size).
     chunk_prompts: int = 0
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -522,7 +523,7 @@ def _validate(c: TrainConfig) -> None:
     names = [t.name for t in c.data.tasks]
     for task in c.search.tasks:
         _check(task in names, "search.tasks", f"names of data.tasks ({', '.join(names) or 'none: not a mixture'})", task)
-    _check(c.rollout.chunk_prompts >= 0, "rollout.chunk_prompts", "an integer >= 0 (0: an equal share per worker)",
+    _check(c.rollout.chunk_prompts >= 0, "rollout.chunk_prompts", "an integer >= 0 (0: chosen per batch)",
            c.rollout.chunk_prompts)
     _check(c.rollout.cpu_kv_cache_gib > 0, "rollout.cpu_kv_cache_gib", "a positive integer", c.rollout.cpu_kv_cache_gib)
     _check(c.rollout.vllm_max_model_len >= 0, "rollout.vllm_max_model_len", "an integer >= 0 (0: the model's)",

@@ -43,6 +43,14 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if zero_stage == 3:
+        # DeepSpeed's defaults, a 5e8-element gradient bucket (allocated whole on a GPU), one
+        # 1e9-element optimizer sub-group and up to 1e9 gathered (prefetched) parameters, put a whole
+        # fp32 gradient, a partition's worth of step temporaries and the whole gathered model on each
+        # rank at once: what ZeRO-3 partitions (benchmarks/results.md (j)). 2e7 elements (80 MB in
+        # fp32) is about HF's "auto" bucket (hidden^2) at hidden 4096.
+        ds["zero_optimization"].update(reduce_bucket_size=20_000_000, sub_group_size=20_000_000,
+                                       stage3_prefetch_bucket_size=20_000_000, stage3_max_live_parameters=20_000_000)
     if torch_autocast:
         ds["torch_autocast"] = {"enabled": True, "dtype": torch_autocast}
     if bf16:
@@ -59,8 +67,9 @@ def reference_deepspeed_config(train_config: dict, offload: bool) -> dict:
     with `offload` kept in CPU memory and brought to the device a layer at a time."""
     keep = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "steps_per_print",
             "torch_autocast", "bf16")
+    gathering = {k: v for k, v in train_config["zero_optimization"].items() if k.startswith("stage3_")}  # the policy's
     return {**{k: train_config[k] for k in keep if k in train_config},
-            "zero_optimization": {"stage": 3, "offload_param": {"device": "cpu" if offload else "none"}}}
+            "zero_optimization": {**gathering, "stage": 3, "offload_param": {"device": "cpu" if offload else "none"}}}
 
 
 def gathered_named_parameters(module: torch.nn.Module, zero_stage: int):

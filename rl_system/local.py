@@ -41,7 +41,7 @@ class LocalWorkers:
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
-                 stop_strings: tuple[str, ...] | None = None) -> list:
+                 stop_strings: tuple[str, ...] | None = None, score: bool = False) -> list:
         return sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
                             max_new_tokens, n, prefills, stop_strings, self.envs)
 

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from rl_system.config import ConfigError, load_config
-from rl_system.learner import deepspeed_config, gathered_named_parameters, zero3_construction
+from rl_system.learner import (
+    deepspeed_config, gathered_named_parameters, reference_deepspeed_config, zero3_construction,
+)
 from rl_system.local import LocalWorkers
 from rl_system.models import load_model
 from rl_system.pipeline import r1_zero
@@ -49,7 +51,9 @@ def test_zero3_with_a_sharded_or_offloaded_reference_takes_the_zero2_step(tiny_m
     """The KL to the reference matters here (beta 1, lr 1e-3, and two passes, so that the second
     pass's policy has left the reference and the KL has a gradient): the reference as a ZeRO-3 engine
     (partitioned, or in CPU memory) gives the update a full copy gives, and so do the optimizer
-    moments offloaded. ZeRO-3 builds the model partitioned (zero.Init), and publishes it a module at a time."""
+    moments offloaded, and so do buckets, optimizer sub-groups and gathered parameters smaller than a
+    weight (each weight reduced and stepped on its own, nothing prefetched). ZeRO-3 builds the model
+    partitioned (zero.Init), and publishes it a module at a time."""
     def built_partitioned(workers):
         for p in workers.learner.engine.module.parameters():
             assert hasattr(p, "ds_id")  # a ZeRO-3 parameter: this rank holds its partition only
@@ -63,13 +67,31 @@ def test_zero3_with_a_sharded_or_offloaded_reference_takes_the_zero2_step(tiny_m
 
     kl = ["learner.beta=1.0", "learner.ppo_epochs=2"]
     zero2 = one_step(tiny_model_dir, tmp_path / "z2", *kl, "learner.zero_stage=2")
-    sharded = one_step(tiny_model_dir, tmp_path / "z3", *kl, "learner.zero_stage=3", check=built_partitioned)
+    small = ("learner.deepspeed={zero_optimization: {reduce_bucket_size: 1000, sub_group_size: 1000, "
+             "stage3_prefetch_bucket_size: 1000, stage3_max_live_parameters: 1000}}")
+    sharded = one_step(tiny_model_dir, tmp_path / "z3", *kl, "learner.zero_stage=3", small, check=built_partitioned)
     offloaded = one_step(tiny_model_dir, tmp_path / "z3o", *kl, "learner.zero_stage=3", "learner.reference=offload",
                          "learner.offload_optimizer=true")
     assert nearly_equal(zero2, sharded) and nearly_equal(zero2, offloaded)
     without_kl = one_step(tiny_model_dir, tmp_path / "nokl", "learner.beta=0", "learner.ppo_epochs=2",
                           "learner.zero_stage=2")
     assert not nearly_equal(zero2, without_kl)  # the reference really entered the update
+
+
+def test_zero3_bounds_what_a_rank_holds_at_once():
+    """ZeRO-3 (not ZeRO-2) gets bounded gradient buckets, optimizer sub-groups and gathered parameters,
+    the reference engine gathering as the policy does, a user's override included (results.md (j))."""
+    def config(stage: int) -> dict:
+        return deepspeed_config(micro_batch_size=4, grad_accum=1, world_size=2, grad_clip=1.0, zero_stage=stage,
+                                lr=1e-3, weight_decay=0.0,
+                                overrides={"zero_optimization": {"stage3_max_live_parameters": 5}})
+
+    zero = config(3)["zero_optimization"]
+    assert max(zero["reduce_bucket_size"], zero["sub_group_size"], zero["stage3_prefetch_bucket_size"]) <= 2e7
+    reference = reference_deepspeed_config(config(3), offload=True)["zero_optimization"]
+    assert reference["stage3_max_live_parameters"] == 5 and reference["stage"] == 3
+    assert reference["stage3_prefetch_bucket_size"] == zero["stage3_prefetch_bucket_size"]
+    assert "reduce_bucket_size" not in config(2)["zero_optimization"]
 
 
 def test_reference_placement_and_offload_are_checked():

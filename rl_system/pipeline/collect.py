@@ -14,7 +14,7 @@ from rl_system.rewards.steps import mc_step_labels, split_steps, step_ends
 
 class Workers(Protocol):
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
-                 n: int | None = None, prefills: list[str] | None = None) -> list[Any]: ...
+                 n: int | None = None, prefills: list[str] | None = None, score: bool = False) -> list[Any]: ...
     def score(self, rollouts: list[Any]) -> tuple[list[Any], list[dict]]: ...
     def fetch(self, handles: list[Any]) -> list[Any]: ...
 
@@ -50,7 +50,7 @@ def collect_samples(cfg: TrainConfig, workers: Workers, log=print) -> Path:
 
 def sample_and_grade(workers: Workers, problems: list[Problem], **generate_kwargs) -> list:
     """Scored PromptGroups, fetched: sampled on the rollout workers, graded on the reward workers."""
-    return workers.fetch(workers.score(workers.generate(problems, **generate_kwargs))[0]) if problems else []
+    return workers.fetch(workers.score(workers.generate(problems, score=True, **generate_kwargs))[0]) if problems else []
 
 
 def add_step_labels(cfg: TrainConfig, workers: Workers, rows: list[dict], log=print) -> None:

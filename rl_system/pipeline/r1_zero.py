@@ -24,7 +24,8 @@ from rl_system.shutdown import GracefulStop
 class Workers(Protocol):
     """What the driver needs from the cluster. Handles are opaque (ObjectRefs under Ray)."""
 
-    def generate(self, problems: list[Problem]) -> list[Any]: ...
+    # score=True: each finished part of the batch is scored at once (streaming); `score` collects it.
+    def generate(self, problems: list[Problem], score: bool = False) -> list[Any]: ...
     def wait(self, handles: list[Any]) -> list[Any]: ...  # the handles, re-run calls' new ones in place
     def score(self, rollouts: list[Any]) -> tuple[list[Any], list[dict]]: ...
     def buffer_add(self, keys: list[int], scored: list[Any], summaries: list[dict]) -> None: ...
@@ -70,7 +71,7 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
             with timer("step"):
                 while len(ahead) <= batches_ahead and step + len(ahead) <= cfg.num_steps:
                     keys = list(range(sampler.cursor, sampler.cursor + cfg.prompts_per_step))
-                    ahead.append((keys, workers.generate(sampler.next_batch(cfg.prompts_per_step))))
+                    ahead.append((keys, workers.generate(sampler.next_batch(cfg.prompts_per_step), score=True)))
                 keys, handles = ahead.popleft()
                 with timer("generate"):  # async: only the wait for the oldest batch
                     rollouts = workers.wait(handles)
@@ -136,7 +137,7 @@ def sample_until_informative(cfg: TrainConfig, workers: Workers, sampler: TaskMi
     while len(kept) < n and rounds < cfg.dynamic_sampling.max_rounds:
         keys = list(range(sampler.cursor, sampler.cursor + n))  # as the driver keys its batches
         with timer("generate"):  # with the newest weights, also in async mode
-            rollouts = workers.wait(workers.generate(sampler.next_batch(n)))
+            rollouts = workers.wait(workers.generate(sampler.next_batch(n), score=True))
         with timer("score"):
             scored, new = workers.score(rollouts)
         kept += [g for g in zip(keys, scored, new) if is_informative(g[2])]
