@@ -100,7 +100,7 @@ class GenerationQueue:
                 handle.ref = ref
             self._running[call.receipt] = (name, call, request.on_done)
             self._load[name] += 1
-            call.receipt._on_completed(lambda _, receipt=call.receipt: self._just_ended.put(receipt))
+            call.receipt.future().add_done_callback(lambda _, receipt=call.receipt: self._just_ended.put(receipt))
             submitted = True
         if submitted:
             self.lock.notify_all()  # resolve() may be waiting for these

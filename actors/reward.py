@@ -95,6 +95,7 @@ class ModelRewardPool:
                                    max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0)
         self.in_flight: list[list] = [[] for _ in range(cfg.replicas)]
         self.dead: set[int] = set()  # replicas whose calls fail: dead for good
+        self._next = 0  # the replica first in line among the least loaded
 
     def _least_loaded(self) -> int:
         for i, calls in enumerate(self.in_flight):
@@ -103,8 +104,13 @@ class ModelRewardPool:
                 calls[:] = pending
                 if done and i not in self.dead and _actor_died(done[-1]):
                     self.dead.add(i)
-        live = [i for i in range(len(self.in_flight)) if i not in self.dead] or range(len(self.in_flight))
-        return min(live, key=lambda i: len(self.in_flight[i]))
+        n = len(self.in_flight)
+        live = [i for i in range(n) if i not in self.dead] or range(n)
+        # Ties go round-robin: chunks that arrive one at a time (streaming scoring) find every replica
+        # idle, and would otherwise all go to the first.
+        chosen = min(live, key=lambda i: (len(self.in_flight[i]), (i - self._next) % n))
+        self._next = chosen + 1
+        return chosen
 
     def score(self, group_refs: list) -> list:
         """One ref per group, each resolving to that group's list of scores."""

@@ -29,19 +29,25 @@ class SleepyRolloutWorker:
         return (*groups, len(groups))
 
 
-def test_a_slow_chunk_holds_up_only_its_own_worker(tmp_path):
+@pytest.fixture
+def sleepy_workers():
+    """RayWorkers with two SleepyRolloutWorkers, one problem a call, on a fresh local Ray."""
     cfg = load_config("configs/r1_zero.yaml", ["rollout.num_workers=2", "rollout.chunk_prompts=1",
                                                "cluster.include_dashboard=false", "reward.num_cpus=0.5"])
     ray.init(num_cpus=4, include_dashboard=False)
     try:
         workers = RayWorkers(cfg, with_learner=False, rollout_cls=SleepyRolloutWorker)
         try:
-            problems = [Problem(i, f"{i} + 1", str(i + 1)) for i in range(10)]
-            groups = workers.fetch(workers.generate(problems))
+            yield workers
         finally:
             workers.shutdown()
     finally:
         ray.shutdown()
+
+
+def test_a_slow_chunk_holds_up_only_its_own_worker(sleepy_workers):
+    problems = [Problem(i, f"{i} + 1", str(i + 1)) for i in range(10)]
+    groups = sleepy_workers.fetch(sleepy_workers.generate(problems))
     assert [g.problem.problem_id for g in groups] == list(range(10))  # in the order asked for
     by_worker = {w: [g.problem.problem_id for g in groups if g.policy_version == w] for w in (0, 1)}
     # Worker 0 got the slow problem and, queued behind it (2 calls a worker), problem 2; every
@@ -62,26 +68,17 @@ def test_chunk_size_is_one_call_per_worker_for_a_small_request_and_shrinks_for_a
     assert chunk_size(1024, 1024, 64, 16, with_chunk, depth=2) == 5
 
 
-def test_groups_are_scored_as_their_call_ends_while_a_slow_call_still_generates():
+def test_groups_are_scored_as_their_call_ends_while_a_slow_call_still_generates(sleepy_workers):
     """generate(score=True): the fast problems' groups are scored, by the real rule reward workers,
     while problem 99 (8 s) is still generating; score() then returns every group in order."""
-    cfg = load_config("configs/r1_zero.yaml", ["rollout.num_workers=2", "rollout.chunk_prompts=1",
-                                               "cluster.include_dashboard=false", "reward.num_cpus=0.5"])
-    ray.init(num_cpus=4, include_dashboard=False)
-    try:
-        workers = RayWorkers(cfg, with_learner=False, rollout_cls=SleepyRolloutWorker)
-        try:
-            # Worker 0 takes 99 and, queued behind it, 2; worker 1 takes 1, 3, 4 and 5 as it comes free.
-            problems = [Problem(i, f"{i} + 1", str(i + 1)) for i in (99, 1, 2, 3, 4, 5)]
-            refs = workers.queue.resolve(workers.generate(problems, score=True))
-            fast_scored = [_scored_within(workers, refs[i], timeout_s=5.0) for i in (1, 3, 4, 5)]
-            slow_still_generating = not ray.wait([workers._generating[refs[0]].receipt], timeout=0)[0]
-            scored, summaries = workers.score(refs)
-            groups = ray.get(scored)
-        finally:
-            workers.shutdown()
-    finally:
-        ray.shutdown()
+    workers = sleepy_workers
+    # Worker 0 takes 99 and, queued behind it, 2; worker 1 takes 1, 3, 4 and 5 as it comes free.
+    problems = [Problem(i, f"{i} + 1", str(i + 1)) for i in (99, 1, 2, 3, 4, 5)]
+    refs = workers.queue.resolve(workers.generate(problems, score=True))
+    fast_scored = [_scored_within(workers, refs[i], timeout_s=5.0) for i in (1, 3, 4, 5)]
+    slow_still_generating = not ray.wait([workers._generating[refs[0]].receipt], timeout=0)[0]
+    scored, summaries = workers.score(refs)
+    groups = ray.get(scored)
     assert fast_scored == [True] * 4 and slow_still_generating
     assert [g.problem.problem_id for g in groups] == [99, 1, 2, 3, 4, 5]  # in the order asked for
     assert [s["completions"] for s in summaries] == [1] * 6 and all(g.rewards for g in groups)
