@@ -24,7 +24,10 @@ GAUGES = {  # name: (description, tag keys)
     "rl_step_seconds": ("wall time of the last step, by phase", ("phase",)),
     "rl_learner": ("learner statistics of the last step", ("stat",)),
     "rl_rollout_workers": ("rollout workers in use and wanted (elastic rollout)", ("state",)),
+    "rl_task": ("per task of a data.tasks mixture: accuracy, format_rate, reward and groups of the last step",
+                ("task", "stat")),
 }
+MIXTURE_ONLY = {"ray_rl_task"}  # exported only by a run with data.tasks
 COUNTERS = {
     "rl_steps": ("training steps finished", ()),
     "rl_generated_tokens": ("completion tokens sampled for training", ()),
@@ -67,11 +70,8 @@ class RunMetrics:
         tokens = round(metrics["tokens_per_s/step"] * metrics["time/step"])
         if tokens > 0:
             self.counters["rl_generated_tokens"].inc(tokens)
-        for key, value in metrics.items():
-            family, _, name = key.partition("/")
-            if name and family in TAGGED_FAMILIES:
-                gauge, tag = TAGGED_FAMILIES[family]
-                g[gauge].set(value, tags={tag: name})
+        for gauge, value, tags in tagged_values(metrics):
+            g[gauge].set(value, tags=tags)
         g["rl_accuracy"].set(metrics["accuracy"])
         g["rl_format_rate"].set(metrics["format_rate"])
         g["rl_buffer_size"].set(metrics["buffer/size"])
@@ -89,3 +89,16 @@ class RunMetrics:
 
     def actor_call(self, actor: str, method: str, seconds: float) -> None:
         self.latency.observe(seconds, tags={"actor": actor, "method": method})
+
+
+def tagged_values(metrics: dict):
+    """(gauge, value, tags) for the step's "family/name" keys: rewards, tokens/s, staleness, step
+    times, and a mixture's task/<task>/<stat>."""
+    for key, value in metrics.items():
+        family, _, name = key.partition("/")
+        if family == "task":
+            task, _, stat = name.rpartition("/")
+            yield "rl_task", value, {"task": task, "stat": stat}
+        elif name and family in TAGGED_FAMILIES:
+            gauge, tag = TAGGED_FAMILIES[family]
+            yield gauge, value, {tag: name}

@@ -154,3 +154,14 @@ def test_a_kuberay_group_without_its_role_resource_is_caught():
     autoscaling = check_ray_cluster_spec(spec)
     with pytest.raises((AssertionError, KeyError)):
         check_node_types_serve_roles(autoscaling["available_node_types"], CLUSTER_CONFIG)
+
+
+def test_step_metrics_go_to_tagged_gauges_a_mixtures_tasks_included():
+    from actors.metrics import MIXTURE_ONLY, tagged_values
+
+    step = {"reward/accuracy": 0.5, "time/step": 2.0, "task/chain_sum_3x2/accuracy": 0.25, "task/a/b/groups": 3,
+            "accuracy": 0.4}
+    assert list(tagged_values(step)) == [
+        ("rl_reward", 0.5, {"reward": "accuracy"}), ("rl_step_seconds", 2.0, {"phase": "step"}),
+        ("rl_task", 0.25, {"task": "chain_sum_3x2", "stat": "accuracy"}), ("rl_task", 3, {"task": "a/b", "stat": "groups"})]
+    assert MIXTURE_ONLY <= PROMETHEUS_NAMES
