@@ -29,7 +29,7 @@ class Request:
     __slots__ = ("args", "chunk", "handles", "next", "on_done")
 
     def __init__(self, args: Callable[[slice], tuple], count: int, chunk: Callable[[int, int], int],
-                 on_done: Callable | None):
+                 on_done: Callable):
         self.args, self.chunk, self.on_done = args, chunk, on_done
         self.handles = [Pending() for _ in range(count)]
         self.next = 0  # the first problem not yet handed out
@@ -45,7 +45,7 @@ class GenerationQueue:
         self.submit, self.names, self.depth = submit, names, depth
         self.lock = threading.Condition()
         self._requests: deque[Request] = deque()  # with problems not yet handed out, oldest first
-        self._running: dict[ray.ObjectRef, tuple[str, object, Callable | None]] = {}  # receipt -> (worker, call, on_done)
+        self._running: dict[ray.ObjectRef, tuple[str, object, Callable]] = {}  # receipt -> (worker, call, on_done)
         self._ended: set[ray.ObjectRef] = set()  # receipts of calls that ended, until `wait_ended` takes them
         self._just_ended: queue.SimpleQueue = queue.SimpleQueue()  # receipts, put by Ray's completion callbacks
         self._load: Counter = Counter()  # worker name -> its calls not yet finished
@@ -54,7 +54,7 @@ class GenerationQueue:
         self._thread.start()
 
     def put(self, args: Callable[[slice], tuple], count: int, chunk: Callable[[int, int], int],
-            on_done: Callable | None = None) -> list[Pending]:
+            on_done: Callable) -> list[Pending]:
         """Queues `count` problems; returns their handles. `on_done(call)` runs in the queue's thread,
         under the lock, as soon as each of their calls has ended."""
         request = Request(args, count, chunk, on_done)
@@ -121,8 +121,7 @@ class GenerationQueue:
                     self._load[name] -= 1
                 self._dispatch()  # first: the freed workers get their next chunk (or workers that joined)
                 for _, call, on_done in calls:
-                    if on_done is not None:
-                        on_done(call)
+                    on_done(call)
                 if ended:
                     self._ended.update(ended)
                     self.lock.notify_all()

@@ -52,7 +52,8 @@ class ActorGroup:
 
     def member(self, name: str):
         """The actor called `name`, or None."""
-        return dict(zip(self.names, self.actors)).get(name)
+        index = member_index(self.role, name)
+        return self.actors[index] if index is not None and index < len(self.actors) else None
 
     def call(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
         """Calls `method` on every actor; returns one ref per actor."""
@@ -111,9 +112,9 @@ class ElasticActorGroup:
         return len(self.members)
 
     def member(self, name: str):
-        """The ready actor called `name`, or None (retired, or never there); O(1), as calls go out per chunk."""
-        role, _, index = name.rpartition("-")
-        return self.members.get(int(index)) if role == self.role and index.isdigit() else None
+        """The ready actor called `name`, or None (retired, or never there)."""
+        index = member_index(self.role, name)
+        return None if index is None else self.members.get(index)
 
     def call(self, method: str, *args, **kwargs) -> list[ray.ObjectRef]:
         """Calls `method` on every ready actor; returns one ref per actor."""
@@ -157,6 +158,12 @@ class ElasticActorGroup:
         if self.request_nodes:
             request_resources(bundles=[])  # drop the floor: idle nodes may go
         wait_until_gone(names)
+
+
+def member_index(role: str, name: str) -> int | None:
+    """i for an actor named `{role}-{i}`, as both groups name theirs; O(1), as calls go out per chunk."""
+    prefix, _, index = name.rpartition("-")
+    return int(index) if prefix == role and index.isdigit() else None
 
 
 def actor_options(num_cpus: float, num_gpus: float, memory: float, resources: dict | None) -> dict:
