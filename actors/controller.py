@@ -24,6 +24,7 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
 from rl_system.learner import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
+from rl_system.models import announce, publish_dtype
 from rl_system.training import merge_stats, shard_bounds
 from rl_system.weights import WeightSyncError
 
@@ -112,13 +113,15 @@ class RayWorkers:
                                           ready_timeout_s=timeout)
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
                                   strategy="SPREAD", max_restarts=restarts, ready_timeout_s=timeout)
-        self.reward_models = [ModelRewardPool(m, max_restarts=restarts) for m in wc.models]
+        self.reward_models = [ModelRewardPool(m, f"reward.models[{i}].dtype", max_restarts=restarts)
+                              for i, m in enumerate(wc.models)]
         self.buffer = ReplayBuffer.options(name="replay-buffer").remote(cfg.buffer_capacity, cfg.max_staleness)
-        if self.learners:
-            addr, port = ray.get(self.learners.actors[0].master_address.remote())
-            ray.get(self.learners.call("setup", addr, port))  # collective: all ranks join together
         for pool in self.reward_models:
             pool.health()  # every replica loaded its model
+        self.precision_reports = self._precision_reports()
+        if self.learners:
+            addr, port = ray.get(self.learners.actors[0].master_address.remote())
+            ray.get(self.learners.call("setup", addr, port, publish_dtype(self.precision_reports)))  # collective
         self._next_reward = 0
         self._generating: dict[ray.ObjectRef, ActorCall] = {}  # group ref -> its unfinished generate call
         self._scoring: dict[ray.ObjectRef, tuple[ActorCall, int]] = {}  # group ref -> (its score call, index)
@@ -126,6 +129,18 @@ class RayWorkers:
         self.queue = GenerationQueue(self._submit_generate, lambda: self.rollouts.names)
         self.calls_rerun: Counter = Counter()  # by method: calls run again after their actor died
         self._loads: tuple[int, list] | None = None  # (version, [(worker, its load ref)]) not yet checked
+
+    def _precision_reports(self) -> list[dict]:
+        """What every actor resolved its dtype keys to on its own node (rl_system/models/precision.py);
+        said once in one line, and each distinct warning once."""
+        groups = [g for g in (self.learners, self.rollouts) if g] + [pool.replicas for pool in self.reward_models]
+        reports = [r for group in groups for r in ray.get(group.call("precision"))]
+        announce(reports, log=lambda line: print(line, flush=True))
+        self.metrics.precision_reports = reports
+        return reports
+
+    def precision(self) -> list[dict]:
+        return self.precision_reports
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,

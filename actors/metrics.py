@@ -24,6 +24,9 @@ GAUGES = {  # name: (description, tag keys)
     "rl_step_seconds": ("wall time of the last step, by phase", ("phase",)),
     "rl_learner": ("learner statistics of the last step", ("stat",)),
     "rl_rollout_workers": ("rollout workers in use and wanted (elastic rollout)", ("state",)),
+    # An info metric: 1 for each (role, dtype, node kind) the run's actors resolved their dtype keys to.
+    "rl_precision": ("what each role computes in, per node kind (rl_system/models/precision.py)",
+                     ("role", "dtype", "node_kind")),
     "rl_task": ("per task of a data.tasks mixture: accuracy, format_rate, reward and groups of the last step",
                 ("task", "stat")),
 }
@@ -60,6 +63,7 @@ class RunMetrics:
         self.latency = Histogram("rl_actor_call_seconds", description=HISTOGRAMS["rl_actor_call_seconds"][0],
                                  boundaries=LATENCY_BOUNDARIES_S, tag_keys=HISTOGRAMS["rl_actor_call_seconds"][1])
         self.reward_failures = 0
+        self.precision_reports: list[dict] = []  # what the actors resolved (controller), exported with each step
 
     def record(self, step: int, metrics: dict) -> None:
         """One step's metrics, keyed as in metrics.jsonl."""
@@ -82,6 +86,9 @@ class RunMetrics:
         for stat in LEARNER_STATS:
             if stat in metrics:
                 g["rl_learner"].set(metrics[stat], tags={"stat": stat})
+        # Set again each step: a value recorded before the node's metrics agent is up never reaches it.
+        for r in self.precision_reports:
+            g["rl_precision"].set(1, tags={"role": r["role"], "dtype": r["dtype"], "node_kind": r["node_kind"]})
 
     def rollout_pool(self, active: int, target: int) -> None:
         self.gauges["rl_rollout_workers"].set(active, tags={"state": "active"})

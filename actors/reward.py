@@ -52,11 +52,12 @@ class RuleRewardWorker:
 class ModelRewardWorker:
     """Serves one learned reward (ORM or PRM) from a local HF directory, batched."""
 
-    def __init__(self, cfg: RewardModelConfig, replicas: int, replica: int):
+    def __init__(self, cfg: RewardModelConfig, replicas: int, dtype_key: str, replica: int):
         torch.set_num_threads(max(1, int(cfg.num_cpus)) if cfg.num_gpus == 0 else 1)
         self.cfg, self.replica = cfg, replica
         self.reward = LearnedReward(cfg.path, cfg.kind, cfg.aggregate, cfg.batch_size, cfg.dtype,
-                                    pick_device(cfg.num_gpus, assigned_gpu_index()))
+                                    pick_device(cfg.num_gpus, assigned_gpu_index()), dtype_key=dtype_key,
+                                    role=f"reward_model:{cfg.name}")
         self.calls, self.completions, self.busy_s = 0, 0, 0.0
 
     def score(self, *groups: PromptGroup):
@@ -78,6 +79,9 @@ class ModelRewardWorker:
                 "version": self.reward.meta.get("version", "unknown"), "pid": os.getpid(), "calls": self.calls,
                 "completions": self.completions, "mean_call_s": self.busy_s / max(1, self.calls)}
 
+    def precision(self) -> dict:
+        return self.reward.precision.as_dict()
+
 
 class ModelRewardPool:
     """Replicas of one learned reward behind one handle: a batch of groups is cut into one chunk
@@ -88,9 +92,11 @@ class ModelRewardPool:
     rather than fail, and new chunks go to the other replicas meanwhile, which hold fewer calls. A
     replica dead for good (restarts spent) gets no chunks once one of its calls has failed."""
 
-    def __init__(self, cfg: RewardModelConfig, max_restarts: int = 0):
+    def __init__(self, cfg: RewardModelConfig, dtype_key: str, max_restarts: int = 0):
+        """`dtype_key`: the config key of cfg.dtype, for what its replicas say about their precision."""
         self.cfg = cfg
         self.replicas = ActorGroup(ModelRewardWorker, f"reward-model-{cfg.name}", cfg.replicas, cfg, cfg.replicas,
+                                   dtype_key,
                                    num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, strategy="SPREAD",
                                    max_restarts=max_restarts, max_task_retries=-1 if max_restarts else 0)
         self.in_flight: list[list] = [[] for _ in range(cfg.replicas)]

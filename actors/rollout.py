@@ -10,7 +10,7 @@ from actors.group import assigned_gpu_index
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.envs.runner import LocalEnvs
-from rl_system.models import load_policy, load_tokenizer, pick_device
+from rl_system.models import detect, load_policy, load_tokenizer, pick_device, resolve
 from rl_system.rollout import sample_batch, sampling_params
 from rl_system.rollout_vllm import VLLMSampler
 from rl_system.weights import PublishSlots, SharedWeightsReader, load_packed_weights, slot_reference
@@ -45,9 +45,11 @@ class RolloutWorker:
         torch.manual_seed(seed)
         self.cfg, self.worker_index = cfg, worker_index
         self.device = pick_device(rc.num_gpus, assigned_gpu_index())
+        self.precision_report = resolve(rc.dtype, "rollout.dtype", detect(self.device))
+        dtype = self.precision_report.dtype
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.vllm = VLLMSampler(cfg, self.tokenizer, seed) if rc.backend == "vllm" else None
-        self.model = None if self.vllm else load_policy(cfg.model, rc.dtype, self.device).eval()
+        self.vllm = VLLMSampler(cfg, self.tokenizer, seed, dtype) if rc.backend == "vllm" else None
+        self.model = None if self.vllm else load_policy(cfg.model, dtype, self.device).eval()
         self.policy_version = 0
         self.node_id = ray.get_runtime_context().get_node_id()
         # Multi-turn rollouts: tool calls on environment workers of this worker's own (env.num_workers), or
@@ -110,3 +112,6 @@ class RolloutWorker:
 
     def version(self) -> int:
         return self.policy_version
+
+    def precision(self) -> dict:
+        return self.precision_report.as_dict()

@@ -101,7 +101,7 @@ def evaluate_on_ray(cfg: TrainConfig, log=print, before_start=lambda: None) -> l
                 name=f"search-{kind}", path=getattr(cfg.search, f"{kind}_path"), kind=kind,
                 aggregate=cfg.search.prm_aggregate, replicas=cfg.search.reward_model_replicas,
                 num_cpus=cfg.search.reward_model_num_cpus, dtype=cfg.search.reward_model_dtype),
-                max_restarts=cfg.cluster.max_restarts)
+                "search.reward_model_dtype", max_restarts=cfg.cluster.max_restarts)
             pools[kind].health()  # loaded before the clock of the first method starts
         grader = RuleGrader(workers)
         verifiers = {"rule": grader, **{kind: PoolVerifier(kind, pool, workers) for kind, pool in pools.items()}}

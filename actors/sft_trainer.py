@@ -16,7 +16,7 @@ from actors.scheduling import wait_until_schedulable
 from rl_system.learner import deepspeed_config, full_parameters, init_deepspeed
 from rl_system.algorithms.sft import check_sft_inputs, collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
-from rl_system.models import dtype_from_name, load_model, load_tokenizer
+from rl_system.models import TrainingPrecision, announce, detect, load_model, load_tokenizer, resolve
 from rl_system.resources import command_stages
 
 STATE_FILE = "sft_state.json"
@@ -32,6 +32,12 @@ def _train_worker(config: dict) -> None:
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.num_cpus_per_worker)))
     deepspeed = init_deepspeed(device)  # joins Ray Train's process group
+    resolved = resolve(cfg.autocast_dtype, "autocast_dtype", detect(device), role="sft")
+    precision = TrainingPrecision.of(resolved)
+    reports = [None] * world  # every worker's, since workers may sit on different kinds of node
+    torch.distributed.all_gather_object(reports, {**resolved.as_dict(), "weights": precision.weights})
+    if rank == 0:
+        announce(reports)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.base_model, cfg.trust_remote_code)
     encoded = [encode_chat(tokenizer, row["messages"], cfg.max_length) for row in load_chat_rows(cfg.data)]
@@ -41,8 +47,8 @@ def _train_worker(config: dict) -> None:
         if cfg.teacher_model else None
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=deepspeed_config(
         micro_batch_size=cfg.micro_batch_size, grad_accum=1, world_size=world, grad_clip=cfg.grad_clip,
-        zero_stage=cfg.zero_stage, lr=cfg.lr, weight_decay=cfg.weight_decay, overrides=cfg.deepspeed))
-    autocast = None if cfg.autocast_dtype == "float32" else dtype_from_name(cfg.autocast_dtype)
+        zero_stage=cfg.zero_stage, lr=cfg.lr, weight_decay=cfg.weight_decay, overrides=cfg.deepspeed,
+        precision=precision.deepspeed_sections(device.type)))
     history, start = [], time.perf_counter()
     for epoch in range(cfg.epochs):
         order = list(range(len(encoded)))
@@ -52,7 +58,8 @@ def _train_worker(config: dict) -> None:
             first = (step * world + rank) * cfg.micro_batch_size
             batch = collate_sft([encoded[i] for i in order[first:first + cfg.micro_batch_size]],
                                 tokenizer.pad_token_id, device)
-            loss, stats = sft_and_distill_loss(engine, batch, teacher, cfg.temperature, cfg.distill_weight, autocast)
+            loss, stats = sft_and_distill_loss(engine, batch, teacher, cfg.temperature, cfg.distill_weight,
+                                               precision.autocast)
             engine.backward(loss)
             engine.step()
             for k, v in {"loss": loss.item(), **stats}.items():
@@ -63,17 +70,17 @@ def _train_worker(config: dict) -> None:
         ray.train.report(metrics)
     with full_parameters(engine, cfg.zero_stage):
         if rank == 0:
-            _save(engine.module, tokenizer, cfg, history, len(encoded))
+            _save(engine.module, tokenizer, cfg, history, len(encoded), reports)
 
 
-def _save(model, tokenizer, cfg: SFTConfig, history: list[dict], num_rows: int) -> None:
+def _save(model, tokenizer, cfg: SFTConfig, history: list[dict], num_rows: int, precision: list[dict]) -> None:
     out = Path(cfg.output_dir)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
-    (partial / STATE_FILE).write_text(json.dumps({"history": history, "rows": num_rows, "config": dataclasses.asdict(cfg)},
-                                                 indent=2))
+    (partial / STATE_FILE).write_text(json.dumps({"history": history, "rows": num_rows, "precision": precision,
+                                                  "config": dataclasses.asdict(cfg)}, indent=2))
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
 

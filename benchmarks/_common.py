@@ -3,6 +3,7 @@ evaluation of any model directory."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import time
@@ -14,6 +15,8 @@ from actors.controller import RayWorkers, connect, resolve_paths
 from rl_system.cli import run_on_ray
 from rl_system.config import TrainConfig, load_config
 from rl_system.data import load_splits
+from rl_system.models import detect, resolve
+from rl_system.models.precision import cpu_flags, cpu_model_name
 from rl_system.pipeline import r1_zero
 
 DEMO_CONFIG = "configs/r1_zero.yaml"
@@ -30,6 +33,19 @@ def median_seconds(fn, repeats: int, warmup: int) -> float:
         fn()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
+
+
+def machine() -> str:
+    """This host as every figure must name it: CPU model, its flags that decide precision, torch's kernels."""
+    import torch
+
+    return (f"{cpu_model_name()}, {os.cpu_count()} cores, flags {' '.join(cpu_flags()) or 'none of avx2/avx512'}, "
+            f"torch {torch.__version__} kernels {torch.backends.cpu.get_cpu_capability()}")
+
+
+def cpu_dtype(requested: str, key: str) -> str:
+    """A dtype key resolved on this machine's CPU, as the run's workers resolve it there."""
+    return resolve(requested, key, detect("cpu")).dtype
 
 
 def demo_config(overrides: list[str], config: str = DEMO_CONFIG) -> TrainConfig:

@@ -24,7 +24,7 @@ import torch
 
 from rl_system.pipeline import r1_zero
 
-MAX_MEAN_MISMATCH = 0.05  # nats per token, rollout (bf16) vs learner (fp32 master weights, bf16 autocast)
+MAX_MEAN_MISMATCH = 0.05  # nats per token, rollout (16-bit) vs learner (fp32 master weights, 16-bit autocast)
 
 
 def check_backend(backend: str, steps: int, output: str) -> list[str]:
@@ -70,18 +70,19 @@ def check_local(model: str, data: str, steps: int, output: str, overrides: list[
         wall = time.perf_counter() - start
         failures = [] if workers.policy_version == steps else [
             f"local: the rollout model holds version {workers.policy_version}, expected {steps}"]
-        failures += check_engine_autocast(workers.learner.engine, cfg.learner.autocast_dtype)
+        if workers.learner.autocast is not None:
+            failures += check_engine_autocast(workers.learner.engine, workers.learner.autocast)
     finally:
         workers.shutdown()
     return failures + check_metrics("local", f"{output}/local", steps, wall)
 
 
-def check_engine_autocast(engine, dtype: str) -> list[str]:
+def check_engine_autocast(engine, dtype: torch.dtype) -> list[str]:
     """The learner's forward runs under torch.autocast: its logits must come out in that dtype."""
-    with torch.no_grad(), torch.autocast("cuda", dtype=getattr(torch, dtype)):
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype):
         logits = engine(input_ids=torch.tensor([[1, 2, 3]], device=engine.device)).logits
     print(f"learner forward under {dtype} autocast gives {logits.dtype} logits", flush=True)
-    return [] if logits.dtype == getattr(torch, dtype) else [
+    return [] if logits.dtype == dtype else [
         f"the learner's forward ignored {dtype} autocast ({logits.dtype} logits): DeepSpeed turned it off"]
 
 
@@ -114,7 +115,11 @@ def main() -> int:
         print("gpu-check: no GPU visible to torch on this machine (torch.cuda.is_available() is False); "
               "nothing was checked. Run `make gpu-check` on a machine with a CUDA GPU.", file=sys.stderr)
         return 2
-    print(f"gpu-check on {torch.cuda.get_device_name(0)}, torch {torch.__version__}", flush=True)
+    from rl_system.models import detect
+
+    hardware = detect("cuda:0")
+    print(f"gpu-check on {hardware.kind}, torch {torch.__version__}: dtype keys set to auto resolve to "
+          f"{hardware.auto()} here ({', '.join(f'{d} {level}' for d, level in hardware.support)})", flush=True)
     failures = []
     if args.local:
         failures += check_local(*args.local, args.steps, args.output, args.overrides)

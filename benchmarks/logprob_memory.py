@@ -1,5 +1,5 @@
 """Peak memory of one learner micro-batch at long completions: the GRPO forward and backward
-(policy log-probs under bf16 autocast, as the learner runs them) of --batch sequences of
+(policy log-probs in the learner's precision on this host, as it runs them) of --batch sequences of
 --completion-tokens tokens, with the output layer over all positions at once (today's default)
 vs in chunks (learner.logprob_chunk_tokens), each with and without gradient checkpointing.
 And the rollout side: sampling --rollout-batch sequences of --rollout-tokens tokens with their
@@ -40,7 +40,7 @@ def measure(chunk: int, checkpointing: bool, args, out) -> None:
                for _ in range(args.batch)]
     batch = collate(samples, 0, torch.device("cpu"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=getattr(torch, args.dtype), enabled=args.dtype != "float32"):
         logprobs = completion_logprobs(model, batch, 1.0, share_prompt=False, chunk_tokens=chunk)
     (logprobs * batch["mask"]).sum().backward()
     out.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 2**20)  # KiB -> GiB
@@ -86,9 +86,13 @@ def main() -> None:
     parser.add_argument("--rollout-batch", type=int, default=16)
     parser.add_argument("--rollout-tokens", type=int, default=1024)
     args = parser.parse_args()
+    from _common import cpu_dtype, machine
+
+    args.dtype = cpu_dtype("auto", "learner.autocast_dtype")  # as the learner resolves its default here
     spawn = multiprocessing.get_context("spawn")
+    print(f"host: {machine()}")
     print(f"{args.batch} x {args.completion_tokens} completion tokens, vocabulary 49152, SmolLM2-135M architecture, "
-          f"bf16 autocast, forward + backward; peak RSS growth of the step")
+          f"{args.dtype} compute, forward + backward; peak RSS growth of the step")
     print("| gradient checkpointing | output layer | peak GiB | chunked / all at once |")
     print("|---|---|---:|---:|")
     for checkpointing in (False, True):

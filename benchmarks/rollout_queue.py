@@ -66,6 +66,9 @@ class SimulatedRolloutWorker:
         self.busy += time.perf_counter() - start
         return (*groups, len(groups))
 
+    def precision(self) -> dict:  # no model, so no dtype resolved
+        return {"role": "rollout", "requested": "auto", "dtype": "none (simulated)", "node_kind": "simulated"}
+
     def take_busy_seconds(self) -> float:
         busy, self.busy = self.busy, 0.0
         return busy

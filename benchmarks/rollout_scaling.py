@@ -36,6 +36,9 @@ class SimulatedRolloutWorker:
                   for p in problems]
         return (*groups, len(groups))
 
+    def precision(self) -> dict:  # no model, so no dtype resolved
+        return {"role": "rollout", "requested": "auto", "dtype": "none (simulated)", "node_kind": "simulated"}
+
 
 def throughput(workers: RayWorkers, problems: list[Problem], rounds: int) -> float:
     """Groups per second through generate + wait, median of `rounds`."""

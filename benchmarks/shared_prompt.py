@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import demo_config, median_seconds
+from _common import cpu_dtype, demo_config, machine, median_seconds
 
 from rl_system.data import load_splits
-from rl_system.models import load_model, load_tokenizer
+from rl_system.models import dtype_from_name, load_model, load_tokenizer
 from rl_system.rollout import encode_prompts, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs
 
@@ -35,8 +35,9 @@ def main() -> None:
     enc = encode_prompts(tokenizer, problems, cfg.data.system_prompt, [cfg.data.prefill] * len(problems))
     length = args.new_tokens
     rows = {}
+    compute = cpu_dtype(cfg.learner.autocast_dtype, "learner.autocast_dtype")
     for attention in ("sdpa", "eager"):
-        sampler = load_model(path, cfg.rollout.dtype, attn_implementation=attention).eval()
+        sampler = load_model(path, cpu_dtype(cfg.rollout.dtype, "rollout.dtype"), attn_implementation=attention).eval()
         policy, reference = (load_model(path, attn_implementation=attention) for _ in range(2))
 
         def sample(shared: bool):
@@ -52,7 +53,7 @@ def main() -> None:
                         tokenizer.pad_token_id, torch.device("cpu"))
 
         def learn(shared: bool):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=dtype_from_name(compute), enabled=compute != "float32"):
                 logprobs = completion_logprobs(policy, batch, 1.0, shared)
                 with torch.no_grad():
                     completion_logprobs(reference, batch, 1.0, shared)
@@ -63,7 +64,7 @@ def main() -> None:
             rows[(attention, shared)] = (median_seconds(lambda: sample(shared), args.repeats, warmup=1),
                                          median_seconds(lambda: learn(shared), args.repeats, warmup=1))
     print(f"\n{len(problems)} prompts x {n} completions of {length} tokens after a {prompt_len}-token prompt; "
-          f"learner micro-batch: one group of {n}; {args.threads} thread(s)")
+          f"learner micro-batch: one group of {n}; {args.threads} thread(s); learner in {compute}; host: {machine()}")
     print("| attention | prompt | sampling (s) | learner fwd + ref + bwd (s) |\n|---|---|---:|---:|")
     for (attention, shared), (sample_s, learn_s) in rows.items():
         print(f"| {attention} | {'once per group' if shared else 'once per completion'} | {sample_s:.2f} | {learn_s:.2f} |")

@@ -3,7 +3,8 @@
 Both train SmolLM2-135M-Instruct on the demo's train split with the same prompt text (system
 prompt, one-shot example, assistant turn prefilled with `<think>`), 4 prompts x 8 completions a
 step, at most 48 new tokens, temperature 1, AdamW lr 1e-5, beta 0.001, clip 0.2, group-std
-advantages, per-sequence token-mean loss, grad-norm clip 1, bf16 compute over fp32 weights, the
+advantages, per-sequence token-mean loss, grad-norm clip 1, the precision this host resolves (bf16
+compute over fp32 weights where the CPU has native bf16, else fp32: TRL's bf16 flag follows it), the
 same attention kernel (model.attn_implementation) and micro-batch size, and the same reward
 functions (0.5 x strict format + accuracy) for the same number of steps. Then the demo's held-out
 greedy evaluation scores both final policies.
@@ -24,14 +25,15 @@ import os
 import time
 from pathlib import Path
 
-from _common import grpo_run, held_out_evaluation
+from _common import grpo_run, held_out_evaluation, machine
 
 from rl_system.data import format_prompt, load_splits
 from rl_system.models import load_policy, load_tokenizer
 from rl_system.rewards import resolve_reward
 
 
-def trl_run(cfg, steps: int, output: Path) -> dict:
+def trl_run(cfg, steps: int, output: Path, dtype: str) -> dict:
+    """`dtype`: the compute dtype rl_system's learner resolved on this host, for TRL's bf16 / fp16 flags."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -60,7 +62,8 @@ def trl_run(cfg, steps: int, output: Path) -> dict:
         max_completion_length=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature, top_p=1.0, top_k=0,
         learning_rate=cfg.learner.lr, beta=cfg.learner.beta, epsilon=cfg.learner.epsilon_low,
         loss_type="grpo", scale_rewards="group", max_grad_norm=cfg.learner.grad_clip, num_iterations=1,
-        reward_weights=[r.weight for r in cfg.reward.functions], bf16=True, use_cpu=not torch.cuda.is_available(),
+        reward_weights=[r.weight for r in cfg.reward.functions], use_cpu=not torch.cuda.is_available(),
+        bf16=dtype == "bfloat16", fp16=dtype == "float16",
         gradient_checkpointing=False,  # TRL turns it on by default; rl_system does not recompute activations
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, dataloader_num_workers=0)
     step_ends: list[float] = []
@@ -91,7 +94,8 @@ def main() -> None:
     os.environ.setdefault("MPLCONFIGDIR", str(Path(".cache/matplotlib").resolve()))
     ours = grpo_run([f"num_steps={args.steps}", "eval_before=false", "checkpoint_every=0"], out / "rl_system")
     cfg = ours["cfg"]
-    trl = trl_run(cfg, args.steps, out / "trl")
+    dtype = next(r["dtype"] for r in ours["results"]["precision"] if r["role"] == "learner")
+    trl = trl_run(cfg, args.steps, out / "trl", dtype)
     trl_after = held_out_evaluation(trl["model"])
     per_step = cfg.prompts_per_step * cfg.rollout.group_size
     ours_step_s = sum(m["time/step"] for m in ours["steps"][1:]) / (len(ours["steps"]) - 1)
@@ -99,7 +103,8 @@ def main() -> None:
     rows = [("rl_system (Ray, 2 rollout workers, 2 DeepSpeed ranks)", per_step / ours_step_s, ours["wall_s"], ours_after,
              sum(m["completion_length"] for m in ours["steps"]) / len(ours["steps"])),
             ("TRL GRPOTrainer (one process)", per_step / trl["step_s"], trl["wall_s"], trl_after, trl["mean_length"])]
-    print(f"\n{args.steps} steps of {cfg.prompts_per_step} prompts x {cfg.rollout.group_size} completions, "
+    print(f"\nhost: {machine()}; both systems compute in {dtype}")
+    print(f"{args.steps} steps of {cfg.prompts_per_step} prompts x {cfg.rollout.group_size} completions, "
           f"{cfg.rollout.max_new_tokens} new tokens at most")
     print("| system | samples/s (steps 2..N) | mean completion tokens | run wall time (s) | held-out accuracy after | "
           f"time to {args.target:.1%} |\n|---|---:|---:|---:|---:|---|")

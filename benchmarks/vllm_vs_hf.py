@@ -12,7 +12,7 @@ import argparse
 import time
 
 import torch
-from _common import demo_config
+from _common import cpu_dtype, demo_config, machine
 
 from rl_system.data import load_splits
 from rl_system.models import load_policy, load_tokenizer
@@ -31,12 +31,14 @@ def main() -> None:
     tokenizer = load_tokenizer(cfg.model.path)
     train = load_splits(cfg.data)[0]
     per_worker = cfg.prompts_per_step // cfg.rollout.num_workers
-    hf_model = load_policy(cfg.model, cfg.rollout.dtype, torch.device("cpu")).eval()
+    dtype = cpu_dtype(cfg.rollout.dtype, "rollout.dtype")
+    hf_model = load_policy(cfg.model, dtype, torch.device("cpu")).eval()
     start = time.perf_counter()
-    engine = VLLMSampler(cfg, tokenizer, seed=0)
+    engine = VLLMSampler(cfg, tokenizer, seed=0, dtype=dtype)
     engine_start_s = time.perf_counter() - start
     params = sampling_params(cfg)
-    print(f"demo model {cfg.model.path}, {cfg.rollout.dtype}, G={params.n}, max {params.max_new_tokens} tokens, "
+    print(f"host: {machine()}")
+    print(f"demo model {cfg.model.path}, {dtype}, G={params.n}, max {params.max_new_tokens} tokens, "
           f"{args.threads} torch threads; vLLM engine start {engine_start_s:.1f} s")
     print("| prompts a call | backend | tokens/s | s a call | vLLM / HF |")
     print("|---|---|---|---|---|")

@@ -19,7 +19,7 @@ from _common import median_seconds
 
 from actors.controller import RayWorkers, connect, resolve_paths
 from rl_system.config import load_config
-from rl_system.models import dtype_from_name
+from rl_system.models import dtype_from_name, publish_dtype
 
 
 def main() -> None:
@@ -37,14 +37,15 @@ def main() -> None:
             lambda worker: sum(p.numel() for p in worker.model.parameters())))
         # untrained: the learners hold version 0
         publish = median_seconds(lambda: workers.sync_weights(0), args.repeats, args.warmup)
+        dtype = publish_dtype(workers.precision())
     finally:
         workers.shutdown()
         ray.shutdown()
-    nbytes = params * torch.finfo(dtype_from_name(cfg.rollout.dtype)).bits // 8
+    nbytes = params * torch.finfo(dtype_from_name(dtype)).bits // 8
     source = torch.ones(nbytes, dtype=torch.uint8)
     targets = [torch.zeros_like(source) for _ in range(cfg.rollout.num_workers)]
     raw = median_seconds(lambda: [target.copy_(source) for target in targets], args.repeats, args.warmup)
-    print(f"{params / 1e6:.1f} M parameters = {nbytes / 2**20:.0f} MiB as {cfg.rollout.dtype}; "
+    print(f"{params / 1e6:.1f} M parameters = {nbytes / 2**20:.0f} MiB as {dtype}; "
           f"{cfg.learner.num_ranks} learner ranks (ZeRO-{cfg.learner.zero_stage}) -> {cfg.rollout.num_workers} rollout workers")
     print(f"weight publish {publish * 1000:.0f} ms, raw copy {raw * 1000:.0f} ms (medians of {args.repeats} "
           f"after {args.warmup} warm-up rounds): "

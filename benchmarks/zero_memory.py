@@ -25,7 +25,7 @@ import ray
 import torch
 from safetensors import safe_open
 
-from _common import demo_config
+from _common import cpu_dtype, demo_config, machine
 from actors.group import ActorGroup
 from actors.learner import LearnerRank
 from rl_system.learner import peak_memory_gib
@@ -50,7 +50,7 @@ def step_peaks(model_dir: Path, zero_stage: int, completion_tokens: int, n: int)
     try:
         ranks = ActorGroup(LearnerRank, "learner", n, cfg, n, num_cpus=1)
         address, port = ray.get(ranks.actors[0].master_address.remote())
-        ray.get(ranks.call("setup", address, port))
+        ray.get(ranks.call("setup", address, port, "float32"))
         after_setup = ray.get([r.__ray_call__.remote(lambda self: peak_memory_gib(self.device)) for r in ranks.actors])
         print(f"ZeRO-{zero_stage}: peak after setup {' / '.join(f'{p:.2f}' for p in after_setup)} GiB", flush=True)
         generator = torch.Generator().manual_seed(0)
@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=128)
     args = parser.parse_args()
     print(f"One GRPO update, {args.ranks} ranks, {args.ranks} prompts x 8 completions of {args.completion_tokens} "
-          "tokens, KL reference on, bf16 autocast; peak RSS of each learner rank process")
+          f"tokens, KL reference on, learner precision auto ({cpu_dtype('auto', 'learner.autocast_dtype')} on this host: "
+          f"{machine()}); peak RSS of each learner rank process")
     print("| model | parameters | ranks | ZeRO-2 after setup / after the update (GiB, ranks) | ZeRO-3 after setup / "
           "after the update | ZeRO-3 / ZeRO-2 (largest rank) |")
     print("|---|---:|---:|---|---|---:|")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -216,6 +217,21 @@ def eval_reward_models(args) -> list[dict]:
     return results
 
 
+def check_precision_here(cfg) -> None:
+    """A local cluster runs every actor on this machine: a dtype key naming a dtype its devices cannot
+    run stops the run here, in one line, before any worker starts. (Each actor resolves its keys
+    again where it runs: on a cluster's other nodes, that is where such an error shows.)"""
+    from rl_system.models import detect, pick_device, resolve
+
+    roles = [("rollout.dtype", cfg.rollout.dtype, cfg.rollout.num_gpus),
+             (*reversed(cfg.learner.compute_request()), cfg.learner.num_gpus),
+             ("sft.autocast_dtype", cfg.sft.autocast_dtype, float(cfg.sft.use_gpu)),
+             ("search.reward_model_dtype", cfg.search.reward_model_dtype, 0.0),
+             *((f"reward.models[{i}].dtype", m.dtype, m.num_gpus) for i, m in enumerate(cfg.reward.models))]
+    for key, requested, num_gpus in roles:
+        resolve(requested, key, detect(pick_device(num_gpus)))
+
+
 def _preflight(cfg) -> None:
     """Errors a user can fix, caught before any actor starts (raised as one line each)."""
     from rl_system.data import load_splits
@@ -225,6 +241,8 @@ def _preflight(cfg) -> None:
     from rl_system.rewards.probe import probe_rewards
 
     check_model_dir(cfg.model.path)
+    if not (cfg.cluster.address or os.environ.get("RAY_ADDRESS")):
+        check_precision_here(cfg)
     for f in cfg.reward.functions:
         resolve_reward(f.name)
     for i, m in enumerate(cfg.reward.models):

@@ -119,7 +119,7 @@ class RewardModelConfig:
     replicas: int = 1
     batch_size: int = 16  # completions per forward pass
     timeout_s: float = 60.0  # per call; a late or failed call costs reward.failure_score
-    dtype: str = "float32"
+    dtype: str = "auto"  # "auto" (rl_system/models/precision.py) or a dtype name, resolved where it runs
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
@@ -155,7 +155,9 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0  # sample among the k likeliest tokens; 0 = off
-    dtype: str = "bfloat16"  # generation copy of the weights; the learner keeps fp32 masters
+    # The generation copy of the weights: "auto" resolves on each worker's device (rl_system/models/
+    # precision.py): bfloat16 where it is native, float16 on GPUs without bf16, else float32.
+    dtype: str = "auto"
     stop_strings: tuple[str, ...] = ("</answer>",)
     max_batch_sequences: int = 64  # sequences in one generate call; larger requests are cut up
     # Prompts per generate call handed to a free worker (actors/generation_queue.py); 0: an equal
@@ -233,9 +235,12 @@ class LearnerConfig:
     # Truncated importance sampling: tokens weighted by min(pi_learner / pi_rollout, tis_cap); 0 = off.
     # None (default): 2.0 with rollout.backend=vllm, off with hf (training.tis_cap).
     tis_cap: float | None = None
-    autocast_dtype: str = "bfloat16"  # forward/backward precision; "float32" turns autocast off
+    # Forward/backward precision, "auto" resolved on each rank's device as rollout.dtype; a 16-bit dtype
+    # runs under autocast over fp32 weights (float16 with DeepSpeed's loss scaler), float32 without it.
+    autocast_dtype: str = "auto"
     # The model's weights and gradients in bf16, fp32 master weights in DeepSpeed's optimizer (its bf16
-    # section; autocast not needed): 4 bytes a parameter instead of 8 before the optimizer's share.
+    # section; autocast not needed): 4 bytes a parameter instead of 8 before the optimizer's share. It
+    # asks for bfloat16 compute outright, whatever the hardware (a slow one says so at start).
     bf16_weights: bool = False
     share_prompt: bool = True  # run each distinct prompt once per micro-batch, its completions on its KV cache
     # Log-probs through the output layer this many tokens at a time (0: all at once). Keeps the
@@ -257,6 +262,12 @@ class LearnerConfig:
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per rank; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per rank, e.g. {learner: 1}
     lora: LoraConfig = field(default_factory=LoraConfig)  # r > 0: train LoRA adapters only
+
+    def compute_request(self) -> tuple[str, str]:
+        """(the dtype the learner asks for, the key that asks): bf16_weights asks for bfloat16."""
+        if self.bf16_weights:
+            return "bfloat16", "learner.bf16_weights"
+        return self.autocast_dtype, "learner.autocast_dtype"
 
 
 @dataclass(frozen=True)
@@ -292,7 +303,7 @@ class SFTConfig:
     num_workers: int = 2  # Ray Train workers = DeepSpeed ranks
     zero_stage: int = 2
     deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
-    autocast_dtype: str = "bfloat16"
+    autocast_dtype: str = "auto"  # as learner.autocast_dtype, resolved on each worker's device
     num_cpus_per_worker: float = 1.0
     use_gpu: bool = False
     seed: int = 0
@@ -311,7 +322,7 @@ class SFTConfig:
         _check(self.temperature > 0, "temperature", "a positive number", self.temperature)
         _check(0 <= self.distill_weight <= 1, "distill_weight", "a number in [0, 1]", self.distill_weight)
         _check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "0, 1, 2 or 3", self.zero_stage)
-        _check(self.autocast_dtype in DTYPES, "autocast_dtype", f"one of {DTYPES}", self.autocast_dtype)
+        check_precision("autocast_dtype", self.autocast_dtype)
 
 
 @dataclass(frozen=True)
@@ -395,9 +406,9 @@ class SearchConfig:
     mcts_max_children: int = 3  # expansion attempts per node before selection descends past it
     mcts_reward: str = "orm"  # "orm", "prm" or "rule" (the rule grader sees the reference: an oracle)
     reward_model_replicas: int = 1
-    # Verifiers score while the rollout workers wait: all cores, bf16 (6x faster than 1 thread fp32 here).
+    # Verifiers score while the rollout workers wait: all cores, in the precision native to them ("auto").
     reward_model_num_cpus: float = 2.0
-    reward_model_dtype: str = "bfloat16"
+    reward_model_dtype: str = "auto"
     output_dir: str = "runs/evaluate"
 
     def __post_init__(self) -> None:
@@ -417,8 +428,7 @@ class SearchConfig:
         _check(self.mcts_c >= 0, "search.mcts_c", "a number >= 0", self.mcts_c)
         _check(self.reward_model_num_cpus > 0, "search.reward_model_num_cpus", "a positive number",
                self.reward_model_num_cpus)
-        _check(self.reward_model_dtype in DTYPES, "search.reward_model_dtype", f"one of {DTYPES}",
-               self.reward_model_dtype)
+        check_precision("search.reward_model_dtype", self.reward_model_dtype)
         _check(bool(self.step_delimiter), "search.step_delimiter", "a non-empty string", self.step_delimiter)
         _check(self.prm_aggregate in PRM_AGGREGATES, "search.prm_aggregate", f"one of {PRM_AGGREGATES}",
                self.prm_aggregate)
@@ -488,6 +498,10 @@ def sampling_for(cfg: TrainConfig, section: SearchConfig | CollectConfig) -> Tra
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def check_precision(key: str, value: str) -> None:
+    _check(value == AUTO or value in DTYPES, key, f"auto or one of {', '.join(DTYPES)}", value)
 
 
 def _check_sampling(section: str, temperature: float, top_p: float, top_k: int) -> None:
@@ -572,8 +586,11 @@ def _validate(c: TrainConfig) -> None:
            c.learner.policy_loss)
     _check(c.learner.entropy_coef >= 0, "learner.entropy_coef", "a number >= 0", c.learner.entropy_coef)
     _validate_data(c.data)
-    for key, value in {"rollout.dtype": c.rollout.dtype, "learner.autocast_dtype": c.learner.autocast_dtype}.items():
-        _check(value in DTYPES, key, f"one of {DTYPES}", value)
+    check_precision("rollout.dtype", c.rollout.dtype)
+    check_precision("learner.autocast_dtype", c.learner.autocast_dtype)
+    _check(not c.learner.bf16_weights or c.learner.autocast_dtype in (AUTO, "bfloat16"), "learner.bf16_weights",
+           f"false with learner.autocast_dtype={c.learner.autocast_dtype} (bf16 weights compute in bfloat16)",
+           c.learner.bf16_weights)
     _check(len(c.reward.functions) + len(c.reward.models) > 0, "reward.functions",
            "at least one reward function or reward model", [])
     names = [f.name for f in c.reward.functions] + [m.name for m in c.reward.models]
@@ -585,7 +602,7 @@ def _validate(c: TrainConfig) -> None:
         _check(m.aggregate in PRM_AGGREGATES, f"reward.models[{i}].aggregate", f"one of {PRM_AGGREGATES}", m.aggregate)
         _check(m.replicas > 0 and m.batch_size > 0, f"reward.models[{i}].replicas/batch_size", "positive integers",
                (m.replicas, m.batch_size))
-        _check(m.dtype in DTYPES, f"reward.models[{i}].dtype", f"one of {DTYPES}", m.dtype)
+        check_precision(f"reward.models[{i}].dtype", m.dtype)
     _check(c.collect.step_split in STEP_SPLITS, "collect.step_split", f"one of {STEP_SPLITS}", c.collect.step_split)
     _check(c.collect.mc_rollouts >= 0, "collect.mc_rollouts", "an integer >= 0", c.collect.mc_rollouts)
     _check(c.star.iterations > 0, "star.iterations", "a positive integer", c.star.iterations)
@@ -735,7 +752,8 @@ REFERENCE_PLACEMENTS = ("auto", "copy", "sharded", "offload")  # rl_system/learn
 PRM_AGGREGATES = ("min", "last", "product")
 PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")  # the one table of dtype names; torch's are getattr(torch, name)
+AUTO = "auto"  # every dtype key's default: chosen for the hardware (rl_system/models/precision.py)
 ATTN_IMPLEMENTATIONS = ("", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
@@ -751,7 +769,7 @@ class RewardModelTrainConfig:
     batch_size: int = 8
     max_length: int = 512
     weight_decay: float = 0.0
-    autocast_dtype: str = "bfloat16"
+    autocast_dtype: str = "auto"  # as learner.autocast_dtype; float16 trains with torch.amp's loss scaler
     seed: int = 0
     num_threads: int = 0  # 0 = all cores
     trust_remote_code: bool = False
@@ -764,7 +782,7 @@ class RewardModelTrainConfig:
         for key in ("epochs", "batch_size", "max_length"):
             _check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
         _check(self.lr > 0, "lr", "a positive number", self.lr)
-        _check(self.autocast_dtype in DTYPES, "autocast_dtype", f"one of {DTYPES}", self.autocast_dtype)
+        check_precision("autocast_dtype", self.autocast_dtype)
 
 
 # ----------------------------------------------------------------------------- loading

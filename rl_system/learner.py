@@ -3,6 +3,7 @@ checkpoints. Plain Python; actors/learner.py runs it as a Ray actor."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import resource
 
@@ -12,7 +13,8 @@ from safetensors.torch import load_file, save_file
 from rl_system.algorithms.grpo import loss_normalizer
 from rl_system.config import TrainConfig
 from rl_system.models import (
-    apply_lora, dtype_from_name, load_policy, load_tokenizer, merged_named_parameters, pick_device, save_merged,
+    TrainingPrecision, apply_lora, detect, load_policy, load_tokenizer, merged_named_parameters, pick_device, resolve,
+    save_merged,
 )
 from rl_system.training import (
     Sample, collate, completion_logprobs, flatten_groups, grpo_loss, loss_counts, merge_stats, shard_bounds, tis_cap,
@@ -23,14 +25,11 @@ from rl_system.weights import PublishSlots
 
 def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int, grad_clip: float, zero_stage: int,
                      lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
-                     overrides: dict | None = None, torch_autocast: str = "", offload_optimizer: bool = False,
-                     bf16: bool = False) -> dict:
+                     overrides: dict | None = None, offload_optimizer: bool = False,
+                     precision: dict | None = None) -> dict:
     """The DeepSpeed JSON every engine here uses; `overrides` (the user's) are merged over it.
-    `torch_autocast` (a dtype name) lets torch's autocast act inside the engine's forward: on CUDA,
-    DeepSpeed 0.19 turns an autocast the caller opened off there unless this section asks for it
-    (seen on an H200: the learner then ran in fp32). `offload_optimizer` keeps the Adam moments
-    (and the step) in CPU memory: 8 bytes a parameter off the GPU. `bf16`: the engine holds the
-    model in bf16 and keeps fp32 master weights in the optimizer (DeepSpeed's bf16 section)."""
+    `offload_optimizer` keeps the Adam moments (and the step) in CPU memory: 8 bytes a parameter off
+    the GPU. `precision`: TrainingPrecision.deepspeed_sections for the engine's device."""
     ds = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
@@ -51,10 +50,7 @@ def deepspeed_config(*, micro_batch_size: int, grad_accum: int, world_size: int,
         # fp32) is about HF's "auto" bucket (hidden^2) at hidden 4096.
         ds["zero_optimization"].update(reduce_bucket_size=20_000_000, sub_group_size=20_000_000,
                                        stage3_prefetch_bucket_size=20_000_000, stage3_max_live_parameters=20_000_000)
-    if torch_autocast:
-        ds["torch_autocast"] = {"enabled": True, "dtype": torch_autocast}
-    if bf16:
-        ds["bf16"] = {"enabled": True}
+    ds.update(precision or {})
     if offload_optimizer:
         ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         ds["zero_force_ds_cpu_optimizer"] = False  # torch's AdamW on the CPU moments: no C++ op to build
@@ -66,7 +62,7 @@ def reference_deepspeed_config(train_config: dict, offload: bool) -> dict:
     partitioned over the ranks like the policy's and gathered a layer at a time in forward, or
     with `offload` kept in CPU memory and brought to the device a layer at a time."""
     keep = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size", "steps_per_print",
-            "torch_autocast", "bf16")
+            "torch_autocast", "bf16", "fp16")
     gathering = {k: v for k, v in train_config["zero_optimization"].items() if k.startswith("stage3_")}  # the policy's
     return {**{k: train_config[k] for k in keep if k in train_config},
             "zero_optimization": {**gathering, "stage": 3, "offload_param": {"device": "cpu" if offload else "none"}}}
@@ -190,13 +186,24 @@ class Learner:
         """`gpu_index`: this rank's GPU among those the process sees (models.visible_gpu_index)."""
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = pick_device(cfg.learner.num_gpus, gpu_index)
+        resolved = resolve(*cfg.learner.compute_request(), detect(self.device), role="learner")
+        self.training_precision = TrainingPrecision.of(resolved, cfg.learner.bf16_weights)
+        # The reference policy (beta > 0; with LoRA the base under the adapter) keeps the policy's weight dtype.
+        self.precision_report = dataclasses.replace(
+            resolved, weights=self.training_precision.weights, reference=self.training_precision.weights if cfg.learner.beta > 0 else "")
         torch.set_num_threads(cfg.learner.num_threads or max(1, (os.cpu_count() or 1) // world_size))
         self.version = 0
         self._publish_slots: PublishSlots | None = None  # rank 0 packs every publish into these
+        self._publish_dtype = "float32"
 
-    def setup(self, master_addr: str, master_port: int) -> None:
+    def precision(self) -> dict:
+        return self.precision_report.as_dict()
+
+    def setup(self, master_addr: str, master_port: int, publish_dtype: str) -> None:
         """Joins the ranks' process group (all ranks call it together) and builds the engine. DeepSpeed
-        puts the rank on cuda:LOCAL_RANK, so LOCAL_RANK is the device index this process sees."""
+        puts the rank on cuda:LOCAL_RANK, so LOCAL_RANK is the device index this process sees.
+        `publish_dtype`: what the rollout workers generate in, the dtype each publish is packed in."""
+        self._publish_dtype = publish_dtype
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(self.device.index or 0))
         deepspeed = init_deepspeed(self.device)
@@ -207,9 +214,7 @@ class Learner:
             micro_batch_size=lc.micro_batch_size, grad_accum=per_rank // lc.micro_batch_size,
             world_size=self.world_size, grad_clip=lc.grad_clip, zero_stage=lc.zero_stage, lr=lc.lr,
             weight_decay=lc.weight_decay, betas=lc.betas, overrides=lc.deepspeed, offload_optimizer=lc.offload_optimizer,
-            bf16=lc.bf16_weights,
-            # CPU autocast is left alone by DeepSpeed (it checks CUDA's), so only CUDA needs the section.
-            torch_autocast=lc.autocast_dtype if self.device.type == "cuda" and self._autocast_dtype() else "")
+            precision=self.training_precision.deepspeed_sections(self.device.type))
         with zero3_construction(ds_config if lc.zero_stage == 3 else None):
             model = load_policy(cfg.model, "float32", self.device)  # ZeRO-3: each rank builds its partition only
         model.config.use_cache = False
@@ -223,20 +228,14 @@ class Learner:
         if lc.beta > 0 and not lc.lora.r:  # LoRA's reference is the base under the adapter
             self.ref_model = self._reference_model(deepspeed, ds_config)
         self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
-        self.autocast = self._autocast_dtype()
-
-    def _autocast_dtype(self) -> torch.dtype | None:
-        """The forward's autocast dtype; none with bf16 weights (they already compute in bf16) or float32."""
-        lc = self.cfg.learner
-        return None if lc.bf16_weights or lc.autocast_dtype == "float32" else dtype_from_name(lc.autocast_dtype)
+        self.autocast = self.training_precision.autocast
 
     def _reference_model(self, deepspeed, ds_config: dict):
         """The frozen initial policy, as learner.reference places it: a full copy on this rank's
         device, or (ZeRO-3) a ZeRO-3 inference engine, partitioned over the ranks or offloaded."""
         placement = reference_placement(self.cfg.learner)
         if placement == "copy":
-            dtype = "bfloat16" if self.cfg.learner.bf16_weights else "float32"
-            return load_policy(self.cfg.model, dtype, self.device).eval().requires_grad_(False)
+            return load_policy(self.cfg.model, self.training_precision.weights, self.device).eval().requires_grad_(False)
         ref_config = reference_deepspeed_config(ds_config, offload=placement == "offload")
         with zero3_construction(ref_config):
             model = load_policy(self.cfg.model, "float32", self.device).eval().requires_grad_(False)
@@ -375,7 +374,7 @@ class Learner:
                 pass
             return None
         if self._publish_slots is None:
-            self._publish_slots = PublishSlots(self._weights_numel(), self.cfg.rollout.dtype)
+            self._publish_slots = PublishSlots(self._weights_numel(), self._publish_dtype)
         return self._publish_slots.pack(weights, self.version)
 
     def _weights_numel(self) -> int:

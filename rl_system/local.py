@@ -14,7 +14,7 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.envs.runner import LocalEnvs
 from rl_system.learner import TRAINING_STATE_DIR, Learner, load_rollout_rng, save_rollout_rng
-from rl_system.models import load_policy, load_tokenizer, pick_device
+from rl_system.models import announce, detect, load_policy, load_tokenizer, pick_device, resolve
 from rl_system.rewards.scoring import GroupScorer
 from rl_system.rollout import sample_batch
 from rl_system.weights import load_packed_weights
@@ -26,18 +26,24 @@ class LocalWorkers:
             raise ValueError(f"LocalWorkers runs one learner rank, not learner.num_ranks={cfg.learner.num_ranks}")
         self.cfg = cfg
         self.learner = Learner(cfg, world_size=1, rank=0)
+        self.device = pick_device(cfg.rollout.num_gpus)
+        rollout = resolve(cfg.rollout.dtype, "rollout.dtype", detect(self.device))
+        self.reports = [self.learner.precision(), rollout.as_dict()]
+        announce(self.reports)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        self.learner.setup("127.0.0.1", port)
-        self.device = pick_device(cfg.rollout.num_gpus)
+        self.learner.setup("127.0.0.1", port, publish_dtype=rollout.dtype)
         self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.model = load_policy(cfg.model, cfg.rollout.dtype, self.device).eval()
+        self.model = load_policy(cfg.model, rollout.dtype, self.device).eval()
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
         self.policy_version = 0
         self.envs = LocalEnvs(cfg.env) if cfg.env.name else None  # multi-turn: one runner, not one per call
         self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
         self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
+
+    def precision(self) -> list[dict]:
+        return self.reports
 
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,

@@ -32,6 +32,11 @@ class MetricsWriter:
                 self._tb.add_scalar(key, value, step)
         self._tb.flush()
 
+    def text(self, tag: str, text: str) -> None:
+        """A run fact that is not a number (e.g. its precision), as TensorBoard text."""
+        self._tb.add_text(tag, text)
+        self._tb.flush()
+
     def close(self) -> None:
         self._jsonl.close()
         self._tb.close()

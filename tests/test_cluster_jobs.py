@@ -190,6 +190,8 @@ def test_prometheus_endpoint_has_the_run_metrics_with_sane_values(head, long_job
     assert value(series, "ray_rl_step_seconds", phase="step") >= value(series, "ray_rl_step_seconds", phase="train") > 0
     assert math.isfinite(value(series, "ray_rl_learner", stat="loss"))
     assert value(series, "ray_rl_rollout_workers", state="active") == 2
+    precision = {(labels["role"], labels["dtype"]) for labels, v in series["ray_rl_precision"] if v == 1}
+    assert {role for role, _ in precision} >= {"rollout", "learner"}, precision  # each role's resolved dtype
     for actor, method in (("rollout-0", "generate"), ("reward-0", "score"), ("learner-0", "train")):
         calls = value(series, "ray_rl_actor_call_seconds_count", actor=actor, method=method)
         assert calls >= 2 and value(series, "ray_rl_actor_call_seconds_sum", actor=actor, method=method) > 0

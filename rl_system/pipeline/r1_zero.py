@@ -17,6 +17,7 @@ from rl_system.algorithms.dapo import is_informative
 from rl_system.config import TrainConfig, to_dict
 from rl_system.data import Problem, TaskMixtureSampler, group_by_task, load_splits
 from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
+from rl_system.models.precision import describe
 from rl_system.rewards.scoring import RewardFailureWatch
 from rl_system.shutdown import GracefulStop
 
@@ -37,6 +38,7 @@ class Workers(Protocol):
     def save(self, path: str) -> None: ...  # HF weights plus the training state an exact resume needs
     def restore(self, path: str, version: int) -> None: ...
     def step_done(self, step: int, metrics: dict) -> dict: ...  # export metrics, resize; extra metrics
+    def precision(self) -> list[dict]: ...  # each actor's resolved precision (rl_system/models/precision.py)
 
 
 def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
@@ -49,6 +51,9 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
     sampler = TaskMixtureSampler(cfg.data, train_set, cfg.seed, start["data_cursor"], start.get("curriculum"))
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
+    results["precision"] = workers.precision()
+    writer.text("precision", describe(results["precision"]))
+    results_path.write_text(json.dumps(results, indent=2))
     if cfg.eval_before and not resume:
         results["before"] = evaluate(workers, eval_set, cfg)
         results_path.write_text(json.dumps(results, indent=2))
@@ -120,7 +125,7 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
         results["after"] = evaluate(workers, eval_set, cfg)
     writer.close()
     results_path.write_text(json.dumps(results, indent=2))
-    if results:
+    if "before" in results or "after" in results:
         print(results_table(results))
     return results
 

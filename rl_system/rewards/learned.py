@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rl_system.data import format_prompt
-from rl_system.models import check_model_dir, dtype_from_name, load_tokenizer, read_model_config
+from rl_system.models import check_model_dir, detect, dtype_from_name, load_tokenizer, read_model_config, resolve
 from rl_system.rewards.steps import step_ends
 
 HEADS = {"orm": "ForSequenceClassification", "prm": "ForTokenClassification"}
@@ -45,7 +45,7 @@ def check_reward_model_dir(path: str | Path, kind: str, key: str = "") -> dict:
     return meta
 
 
-def load_reward_model(path: str | Path, kind: str, dtype: str = "float32", device: str | torch.device = "cpu"):
+def load_reward_model(path: str | Path, kind: str, dtype: str, device: str | torch.device = "cpu"):
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     meta = check_reward_model_dir(path, kind)
@@ -93,12 +93,15 @@ def aggregate_steps(scores: list[float], how: str) -> float:
 
 
 class LearnedReward:
-    """f(prompts, completions, **columns) -> list[float]; `prompts` are the questions."""
+    """f(prompts, completions, **columns) -> list[float]; `prompts` are the questions. `dtype` ("auto" or
+    a dtype name, from config key `dtype_key`) is resolved for `device` (rl_system/models/precision.py)."""
 
     def __init__(self, path: str | Path, kind: str, aggregate: str = "min", batch_size: int = 16,
-                 dtype: str = "float32", device: str | torch.device = "cpu", max_length: int = 1024):
+                 dtype: str = "auto", device: str | torch.device = "cpu", max_length: int = 1024,
+                 dtype_key: str = "dtype", role: str = "reward_model"):
         self.kind, self.aggregate, self.batch_size, self.max_length = kind, aggregate, batch_size, max_length
-        self.model, self.tokenizer, self.meta = load_reward_model(path, kind, dtype, device)
+        self.precision = resolve(dtype, dtype_key, detect(device), role)
+        self.model, self.tokenizer, self.meta = load_reward_model(path, kind, self.precision.dtype, device)
         self.step_split = self.meta.get("step_split", "sentences") if kind == "prm" else None
 
     @torch.no_grad()
