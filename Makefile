@@ -42,6 +42,7 @@ test: $(VENV)/.installed-all
 
 bench: $(MODEL)/config.json $(VENV)/.installed-all  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/precision.py
 	$(PY) benchmarks/payload.py
 	$(PY) benchmarks/shared_prompt.py
 	$(PY) benchmarks/vllm_vs_hf.py

@@ -24,11 +24,11 @@ import torch
 from rl_system.config import AUTO, DTYPES
 
 NATIVE, SLOW, UNSUPPORTED = "native", "slow", "unsupported"
-# What auto prefers, among the dtypes a device runs natively. Never float16 on a CPU: no CPU is fast
-# at it for training without native bf16 too, and DeepSpeed's CPU side refuses fp16 weights.
+# What auto prefers, among the dtypes a device runs natively. Never float16 on a CPU: it needs a loss
+# scale, and no CPU here has shown it faster than float32 (x86 chips with fp16 units have bf16 too).
 AUTO_ORDER = {"cuda": ("bfloat16", "float16", "float32"), "cpu": ("bfloat16", "float32")}
 # Slow-downs against float32 measured where a dtype is not native, for the warning an explicit choice
-# gets (benchmarks/precision.py; benchmarks/results.md (p)).
+# gets (benchmarks/precision.py; benchmarks/results.md (o)).
 MEASURED_SLOWDOWN = {
     ("cpu", "bfloat16"): "on a 2-core AMD EPYC with AVX2 only it measured 22x slower than float32 to train and "
                          "2.0x to sample (benchmarks/precision.py, SmolLM2-135M)",
@@ -156,7 +156,7 @@ def resolve(requested: str, key: str, hardware: Hardware, role: str = "") -> Res
 @dataclass(frozen=True)
 class TrainingPrecision:
     """How a trainer runs a resolved compute dtype. Master weights are always float32: the weights
-    themselves under autocast, or the optimizer's copy when the weights are 16-bit."""
+    themselves under autocast, or the optimizer's copy when the weights are bf16."""
     compute: str  # what matmuls run in
     weights: str  # the parameters' dtype in the engine: float32, or bfloat16 (learner.bf16_weights)
 
