@@ -8,7 +8,8 @@ Python-level checks, only on what the kernel enforces:
   no capabilities; bwrap itself is started as uid 65534 when this process is root, so even the
   kernel's view of it outside is an unprivileged user, bound by RLIMIT_NPROC (which the kernel
   ignores for root). No further user namespaces may be made inside (`--disable-userns`).
-- A root of its own: the host's `/usr` (the interpreter and its standard library) read-only, a fresh
+- A root of its own: the host's `/usr` (the interpreter and its standard library: this Python, or
+  /usr/bin/python3 where uid 65534 cannot reach this one, e.g. in /root/.pyenv) read-only, a fresh
   `/proc` that shows only the jail's processes, a minimal `/dev`, and a `/tmp` tmpfs of
   WORKDIR_BYTES, its only writable place and its working directory, where the code is main.py.
   Nothing else of the host is there: no `/etc`, `/home`, run directories, checkpoints or reward code.
