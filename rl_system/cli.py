@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, load_config, sampling_for
+from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, TrainConfig, load_config, sampling_for
+from rl_system.envs.python_tool import JailUnavailableError, check_isolation
 from rl_system.resources import SchedulingError
-from rl_system.rundir import check_run_dir, replace_run_dir
+from rl_system.rundir import check_run_dir, start_run_dir
 
 RAY_PIPELINES = ("train", "collect-samples", "rejection-sample", "star", "pipeline")
 # Where each command writes its run: the config key, and whether --resume can continue one there.
@@ -85,9 +87,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.command == "distill" and not cfg.teacher_model:
                 raise ConfigError("config key 'teacher_model': distill needs a teacher model directory")
             _claim_run_dir(args.command, cfg, overwrite=args.overwrite)
+            local_ray_on_loopback("")
             from actors.sft_trainer import run_sft
 
-            print(json.dumps(run_sft(cfg, before_start=lambda: replace_run_dir(cfg.output_dir, args.overwrite))
+            print(json.dumps(run_sft(cfg, before_start=lambda: start_run_dir(cfg.output_dir, args.overwrite))
                              ["history"], indent=2))
         elif args.command in ("train-orm", "train-prm"):
             from rl_system.algorithms.reward_model import train_reward_model
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             kind = args.command.removeprefix("train-")
             cfg = load_config(args.config, [*args.overrides, f"kind={kind}"], cls=RewardModelTrainConfig)
             _claim_run_dir(args.command, cfg, overwrite=args.overwrite)
-            print(train_reward_model(cfg, before_start=lambda: replace_run_dir(cfg.output_dir, args.overwrite)))
+            print(train_reward_model(cfg, before_start=lambda: start_run_dir(cfg.output_dir, args.overwrite)))
         elif args.command == "evaluate":
             evaluate_search(load_config(args.config, [*args.overrides, *_search_flags(args)]), args.overwrite)
         elif args.command == "plot":
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(path)
         elif args.command == "eval-rm":
             print(json.dumps(eval_reward_models(args), indent=2))
-    except (ConfigError, FileNotFoundError, ValueError, SchedulingError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, SchedulingError, JailUnavailableError) as e:
         sys.exit(f"error: {e}")
 
 
@@ -121,12 +124,58 @@ def _claim_run_dir(command: str, cfg, resume: bool = False, overwrite: bool = Fa
     path = cfg
     for part in key.split("."):
         path = getattr(path, part)
-    check_run_dir(path, key, resume, overwrite, can_resume)
+    check_run_dir(path, key, resume, overwrite, can_resume, run_inputs(cfg))
     return path
+
+
+# The config keys of what a run reads, per config class (TrainConfig: also data files, reward models, plug-ins).
+INPUT_KEYS = {"TrainConfig": ("model.path", "search.orm_path", "search.prm_path"),
+              "SFTConfig": ("base_model", "data", "teacher_model"),
+              "RewardModelTrainConfig": ("base_model", "samples")}
+
+
+def run_inputs(cfg) -> dict[str, str]:
+    """Config key -> a path the run reads: what --overwrite must never delete."""
+    inputs = {}
+    for key in INPUT_KEYS[type(cfg).__name__]:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        inputs[key] = value
+    if isinstance(cfg, TrainConfig):
+        inputs.update({f"{cfg.data.task_key(i)}.path": t.path for i, t in enumerate(cfg.data.task_specs())
+                       if t.source == "file"})
+        inputs.update({f"reward.models[{i}].path": m.path for i, m in enumerate(cfg.reward.models)})
+        plugins = {f"reward.functions[{i}].name": f.name for i, f in enumerate(cfg.reward.functions)}
+        inputs.update({key: origin for key, name in {**plugins, "env.name": cfg.env.name}.items()
+                       if (origin := _module_file(name))})
+    return {key: path for key, path in inputs.items() if path}
+
+
+def _module_file(name: str) -> str | None:
+    """The file of a plug-in's module ('package.module:attribute'), found without running it, or None."""
+    module, sep, _ = name.partition(":")
+    if not sep:
+        return None
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:  # a package that fails to import: the preflight names the problem
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
+
+
+def local_ray_on_loopback(address: str) -> None:
+    """A local Ray (no cluster address, no RAY_ADDRESS) is one node: every port of it on 127.0.0.1.
+    Ray 2.60 binds its metrics exporter (no auth) to all interfaces unless the node's address is the
+    loopback one, which it takes only in this mode (meant for laptops). Ray reads it when first imported:
+    later (a process that imported Ray already) it would change only what this process starts."""
+    if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False):
     # The CLI is the composition root: the Ray backend is loaded only here, so the core stays Ray-free.
+    local_ray_on_loopback(cfg.cluster.address)
     from actors.controller import RayWorkers, connect, resolve_paths
     from actors.scheduling import wait_until_schedulable
     from rl_system.resources import command_stages
@@ -140,13 +189,16 @@ def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False)
         from rl_system.pipeline.rejection import check_requirements
 
         check_requirements(cfg)
-    if command == "train" and resume:
+    if command == "train" and resume:  # both fail before any actor starts
+        from rl_system.checkpoints import check_training_state
+        from rl_system.learner import TRAINING_STATE_DIR
         from rl_system.pipeline.r1_zero import trainer_state
 
-        trainer_state(Path(cfg.output_dir) / "checkpoint")  # fails before any actor starts
+        trainer_state(Path(cfg.output_dir) / "checkpoint")
+        check_training_state(Path(cfg.output_dir) / "checkpoint" / TRAINING_STATE_DIR)
     connect(cfg)
     wait_until_schedulable(command_stages(command, cfg), cfg.cluster.schedule_timeout_s)
-    replace_run_dir(run_dir, overwrite)
+    start_run_dir(run_dir, overwrite)
     if command in ("star", "pipeline"):
         from actors.sft_trainer import run_sft
         from rl_system.pipeline.r1 import run_r1
@@ -176,6 +228,7 @@ def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False)
 
 
 def evaluate_search(cfg, overwrite: bool = False) -> list[dict]:
+    local_ray_on_loopback(cfg.cluster.address)
     from actors.controller import resolve_paths
     from actors.search_backend import evaluate_on_ray
     from rl_system.search.evaluate import preflight
@@ -184,7 +237,7 @@ def evaluate_search(cfg, overwrite: bool = False) -> list[dict]:
     cfg = resolve_paths(cfg)
     _preflight(cfg)
     preflight(cfg)
-    return evaluate_on_ray(cfg, before_start=lambda: replace_run_dir(run_dir, overwrite))
+    return evaluate_on_ray(cfg, before_start=lambda: start_run_dir(run_dir, overwrite))
 
 
 def _search_flags(args) -> list[str]:
@@ -243,6 +296,7 @@ def _preflight(cfg) -> None:
     check_model_dir(cfg.model.path)
     if not (cfg.cluster.address or os.environ.get("RAY_ADDRESS")):
         check_precision_here(cfg)
+    check_isolation(cfg.env)
     for f in cfg.reward.functions:
         resolve_reward(f.name)
     for i, m in enumerate(cfg.reward.models):

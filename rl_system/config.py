@@ -6,10 +6,13 @@ value outside its range all raise ConfigError before any worker starts.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
+import reprlib
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,7 +500,30 @@ def sampling_for(cfg: TrainConfig, section: SearchConfig | CollectConfig) -> Tra
 
 def _check(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+        raise ConfigError(f"config key '{key}': expected {expected}, got {preview(value)}")
+
+
+class _Preview(reprlib.Repr):
+    """reprlib's cut repr, with a mapping's keys in the order they were written (reprlib sorts them)."""
+
+    def repr_dict(self, x, level):
+        if not x or level <= 0:
+            return "{}" if not x else "{" + self.fillvalue + "}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(x[k], level - 1)}" for k in itertools.islice(x, self.maxdict)]
+        return "{" + ", ".join(pieces + [self.fillvalue] * (len(x) > self.maxdict)) + "}"
+
+
+# Values in messages: nested containers and long strings cut, without walking (or expanding) all of them.
+_PREVIEW = _Preview()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxlong, _PREVIEW.maxother = 3, 60, 40, 60
+_PREVIEW.maxtuple = _PREVIEW.maxlist = _PREVIEW.maxdict = _PREVIEW.maxset = 4
+PREVIEW_CHARS = 100
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A value as a short repr for a one-line message: at most `limit` characters."""
+    text = " ".join(_PREVIEW.repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_precision(key: str, value: str) -> None:
@@ -805,14 +831,61 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override '{item}': expected key=value, e.g. learner.lr=1e-5")
-        _set_dotted(raw, key.strip().split("."), _parse_yaml(value, f"override '{item}'"))
+            raise ConfigError(f"override {preview(item)}: expected key=value, e.g. learner.lr=1e-5")
+        _set_dotted(raw, key.strip().split("."), _parse_yaml(value, f"override {preview(item)}"))
     return _build(cls, raw, prefix="")
+
+
+MAX_YAML_VALUES = 100_000  # values in a config with its aliases expanded: a config is small, an alias bomb is not
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, also refusing a key given twice in one mapping (YAML's last one would win
+    silently) with both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys written beside it override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable):
+                if key in lines:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {preview(key)} (first at line {lines[key] + 1})", key_node.start_mark)
+                lines[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(value: Any, where: str) -> None:
+    """Raises unless `value`, each alias counted as often as it is used, holds at most MAX_YAML_VALUES values
+    (or if it holds itself). Counted once per distinct object, so an alias bomb is measured, not expanded."""
+    sizes: dict[int, int] = {}
+    pending: list[tuple[Any, bool]] = [(value, False)]
+    while pending:
+        item, children_done = pending.pop()
+        if not isinstance(item, (dict, list)) or (id(item) in sizes and not children_done):
+            continue
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        if children_done:
+            sizes[id(item)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if sizes[id(item)] > MAX_YAML_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_YAML_VALUES} values once its aliases are expanded; "
+                                  "expected a config (is it an alias bomb?)")
+            continue
+        sizes[id(item)] = -1  # in progress: met again below it, it holds itself
+        pending.append((item, True))
+        for child in children:
+            if sizes.get(id(child)) == -1:
+                raise ConfigError(f"{where}: an alias refers to a value that holds it; expected a config without cycles")
+            pending.append((child, False))
 
 
 def _parse_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply; expected a config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -821,6 +894,8 @@ def _parse_yaml(text: str, where: str) -> Any:
         if context and start is not None:  # e.g. an unclosed quote: where it was opened
             problem += f" ({context} at line {start.line + 1}, column {start.column + 1})"
         raise ConfigError(f"{where}{at}: invalid YAML, {problem}") from None
+    _expanded_size(value, where)
+    return value
 
 
 def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
@@ -834,12 +909,12 @@ def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
 def _build(cls: type, raw: Any, prefix: str):
     where = prefix.rstrip(".") or "<top>"
     if not isinstance(raw, dict):
-        raise ConfigError(f"config key '{where}': expected a mapping, got {raw!r}")
+        raise ConfigError(f"config key '{where}': expected a mapping, got {preview(raw)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}' (known here: {', '.join(sorted(names))})")
+            raise ConfigError(f"unknown config key {preview(f'{prefix}{key}')} (known here: {', '.join(sorted(names))})")
     kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
     try:
         return cls(**kwargs)

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rl_system.algorithms.grpo import loss_normalizer
+from rl_system.checkpoints import load_with_weights_only
 from rl_system.config import TrainConfig
 from rl_system.models import (
     TrainingPrecision, apply_lora, detect, load_policy, load_tokenizer, merged_named_parameters, pick_device, resolve,
@@ -400,6 +401,7 @@ class Learner:
         self.engine.save_checkpoint(path, tag=TRAINING_STATE_TAG, client_state={"policy_version": self.version})
 
     def load_training_state(self, path: str) -> int:
+        load_with_weights_only(self.engine)  # a checkpoint is data: DeepSpeed's own loader would unpickle code
         _, client_state = self.engine.load_checkpoint(path, tag=TRAINING_STATE_TAG)
         if client_state is None:
             raise FileNotFoundError(f"no DeepSpeed training state in {path}")

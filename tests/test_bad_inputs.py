@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from rl_system import cli
+from rl_system.rundir import mark_run_dir
 
 HERE = Path(__file__).parent / "bad_inputs"
 CORPUS = yaml.safe_load((HERE / "cases.yaml").read_text())
@@ -55,7 +56,8 @@ def shared(tmp_path_factory, tiny_model_dir):
     samples = root / "samples"
     datasets.Dataset.from_list([{"question": f"{i} + 1?", "completion": f"<answer>{i + 1}</answer>", "label": 1,
                                  "split": "train", "step_labels": [1.0]} for i in range(4)]).save_to_disk(str(samples))
-    return {"tiny_model": tiny_model_dir, "chat_data": str(chat), "samples": str(samples), "here": str(HERE)}
+    return {"tiny_model": tiny_model_dir, "chat_data": str(chat), "samples": str(samples), "here": str(HERE),
+            "home": str(Path.home())}
 
 
 def base_args(command: str) -> list[str]:
@@ -92,6 +94,15 @@ def make_file(path: Path, spec, names: dict) -> None:
         path.write_text("\n".join(lines * spec.get("times", 1)) + "\n")
     elif "json" in spec:
         path.write_text(json.dumps(fill(spec["json"], names)))
+    elif "symlink" in spec:
+        path.symlink_to(fill(spec["symlink"], names))
+    elif "fifo" in spec:
+        os.mkfifo(path)
+    elif "sparse_bytes" in spec:
+        with open(path, "wb") as f:
+            f.truncate(spec["sparse_bytes"])
+    elif "repeat" in spec:
+        path.write_text(spec.get("before", "") + spec["repeat"] * spec["times"] + spec.get("after", ""))
     elif "bytes" in spec:
         path.write_bytes(bytes.fromhex(spec["bytes"]))
     elif "dataset" in spec:
@@ -118,6 +129,7 @@ def make_file(path: Path, spec, names: dict) -> None:
 
 def make_earlier_run(path: Path) -> None:
     """What a finished run leaves behind."""
+    mark_run_dir(path)
     (path / "checkpoint").mkdir(parents=True)
     (path / "checkpoint" / "model.safetensors").write_bytes(os.urandom(4096))
     (path / "checkpoint" / "trainer_state.json").write_text(json.dumps({"step": 10, "version": 10, "cursor": 40}))

@@ -37,7 +37,9 @@ TINY_RUN = ["num_steps=200", "prompts_per_step=2", "rollout.group_size=4", "roll
 @pytest.fixture(scope="module")
 def head():
     # Logical CPUs for both jobs' learners, rollout and reward workers; the machine has fewer.
-    head = start_head(num_cpus=6, extra_env={"RAY_metrics_report_interval_ms": "1000"})
+    # As the README's steps start it: every port of the one-machine cluster on 127.0.0.1.
+    head = start_head(num_cpus=6, extra_env={"RAY_metrics_report_interval_ms": "1000",
+                                             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     try:
         yield head
     finally:
@@ -131,13 +133,15 @@ def long_job(client, tiny_model_dir, tmp_path_factory, short_job):
         client.stop_job(job_id)
 
 
-def test_dashboard_is_local_only_and_wants_the_token(head):
+def test_dashboard_and_metrics_are_local_only_and_the_dashboard_wants_the_token(head):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(head.dashboard_url + "/api/jobs/", timeout=10)  # no token sent
     assert refused.value.code == 401
-    node_ip = head.address.rsplit(":", 1)[0]
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(f"http://{node_ip}:{head.dashboard_port}/api/version", timeout=10)
+    node_ip = head.address.rsplit(":", 1)[0]  # the machine's own address, as another host would reach it
+    for port in (head.dashboard_port, head.metrics_port):  # the metrics exporter has no auth at all
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://{node_ip}:{port}/", timeout=10)
+    assert scrape(head.metrics_port)  # while 127.0.0.1 gets it
 
 
 def test_elastic_rollout_worker_joins_with_current_weights(long_job):

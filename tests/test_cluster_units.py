@@ -119,3 +119,34 @@ def test_plot_command(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "rl_system", "plot", str(tmp_path / "nothing")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and missing.stderr.strip().startswith("error:") and "metrics" in missing.stderr
+
+
+LISTENERS = """import sys, time
+from rl_system.cli import local_ray_on_loopback
+local_ray_on_loopback(sys.argv[1])
+import psutil, ray
+ray.init(num_cpus=1, include_dashboard=False, _metrics_export_port=int(sys.argv[2]))
+try:
+    for _ in range(60):  # the exporter starts with the node's agent, a few seconds after init
+        found = [c.laddr.ip for c in psutil.net_connections('tcp') if c.status == 'LISTEN' and c.laddr.port == int(sys.argv[2])]
+        if found:
+            break
+        time.sleep(0.5)
+    print(' '.join(found))
+finally:
+    ray.shutdown()
+"""
+
+
+def test_a_local_ray_serves_its_metrics_on_loopback_only():
+    """Ray binds its metrics exporter (Prometheus text, no auth) to every interface of a node whose
+    address is not loopback; a local run's node is on 127.0.0.1 (docs/security.md)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    done = subprocess.run([sys.executable, "-c", LISTENERS, "", str(port)], capture_output=True, text=True,
+                          timeout=180, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.stdout.split() == ["127.0.0.1"], done.stdout + done.stderr[-3000:]

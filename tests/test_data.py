@@ -82,3 +82,17 @@ def test_general_prompts_join_the_train_split_only():
     assert sum(p.columns["harmful"] for p in general) == 2  # a quarter: asks whose right answer is a refusal
     assert all(p.columns.get("kind") != "general" for p in held_out)
     assert len({p.problem_id for p in train}) == len(train)
+
+
+def test_every_valid_json_lines_file_is_read(tmp_path):
+    """JSON Lines splits at \\n only: U+2028, U+2029 and NEL, where str.splitlines() also breaks, are text
+    inside a string (JSON writes them raw); CRLF line ends are allowed."""
+    from rl_system.data.sources import read_table
+
+    breakers = "\u2028\u2029\x85"
+    rows = [{"question": f"What{c}is {i} + 1?", "answer": str(i + 1)} for i, c in enumerate(breakers)]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n", encoding="utf-8",
+                    newline="")
+    table = read_table(path, "data.path")
+    assert table.rows == rows and table.lines == list(range(1, len(rows) + 1))

@@ -61,3 +61,20 @@ def test_a_tool_that_kills_its_process_costs_only_that_workers_trajectories(envs
         assert answers[i].done and answers[i].info["error"] and "environment worker died" in answers[i].observation
     envs.reset([{}] * 2)  # Ray restarted it; reset runs again there if it was still starting
     assert envs.step({1: call("back")})[1].observation == "<result>back</result>"
+
+
+def test_python_tool_attacks_on_env_workers_are_contained_and_counted(envs):
+    """The python tool's jail inside Ray's environment workers (bwrap started from an actor): attacks from
+    tests/test_python_jail.py come back as counted tool errors, and the trajectories go on."""
+    from tests.test_python_jail import ATTACKS
+
+    names = ["fork-bomb", "memory", "ctypes-new-user-namespace", "raw-system-calls", "see-host-processes", "cpu"]
+    config = EnvConfig(name="python", python_enabled=True, timeout_s=2.0, python_cpu_s=1, num_workers=2,
+                       max_observation_chars=2000)
+    python = RayEnvs(config, ray.get_runtime_context().get_node_id())
+    python.reset([{}] * len(names))
+    fill = {"escaped": "'ESC' + 'APED'", "token": "no-such-host-process"}
+    answers = python.step({i: call(ATTACKS[name].format(**fill)) for i, name in enumerate(names)})
+    for i, name in enumerate(names):
+        assert answers[i].info["tool_call"] and answers[i].info["error"], (name, answers[i].observation)
+        assert not answers[i].done and "ESCAPED" not in answers[i].observation, (name, answers[i].observation)

@@ -7,7 +7,6 @@ soft Monte-Carlo label (the fraction of continuations from that step that were c
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -20,6 +19,7 @@ from rl_system.config import RewardModelTrainConfig
 from rl_system.data.sources import DatasetError, read_datasets_dir
 from rl_system.models import TrainingPrecision, announce, check_model_dir, detect, load_tokenizer, resolve
 from rl_system.rewards.learned import METADATA_FILE, LearnedReward, aggregate_steps, encode
+from rl_system.rundir import swap_in
 
 REQUIRED_COLUMNS = {"orm": ("question", "completion", "label", "split"),
                     "prm": ("question", "completion", "label", "split", "step_labels")}
@@ -142,8 +142,7 @@ def train_reward_model(cfg: RewardModelTrainConfig, log=print, before_start=lamb
         (partial / METADATA_FILE).write_text(json.dumps(meta, indent=2))
         for line in metrics_lines(f"{cfg.kind} eval", meta["eval"]):
             log(line)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(partial, out)
+    swap_in(partial, out)
     return out
 
 

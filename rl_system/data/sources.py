@@ -4,12 +4,14 @@ import json
 import os
 import random
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
 
-from rl_system.config import DataConfig, TaskConfig
+from rl_system.config import DataConfig, TaskConfig, preview
+from rl_system.rundir import swap_in
 
 
 @dataclass(frozen=True)
@@ -182,9 +184,65 @@ def read_table(path: str | Path, key: str, directories: bool = False) -> Table:
     return Table(path, key, rows, columns, lines)
 
 
+MAX_JSON_FILE_BYTES = 1 << 30  # a JSON / JSON Lines file is read whole; larger data: parquet or a datasets directory
+
+
+def _read_regular_file(path: Path, key: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file; a FIFO or device (which could be read forever) or one over `limit`
+    bytes is refused in one line. Opened without blocking, then checked, so a FIFO never stalls the run."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError(f"{key} '{path}': not a regular file (a {_file_kind(info.st_mode)}); expected a "
+                               "data file")
+        if limit is not None and info.st_size > limit:
+            raise DatasetError(f"{key} '{path}': {info.st_size / 2**30:.1f} GiB, over the {limit / 2**30:g} GiB a "
+                               "JSON file may have; use parquet or a datasets directory for larger data")
+        return f.read()
+
+
+def _file_kind(mode: int) -> str:
+    return ("FIFO" if stat.S_ISFIFO(mode) else "character device" if stat.S_ISCHR(mode)
+            else "block device" if stat.S_ISBLK(mode) else "socket" if stat.S_ISSOCK(mode) else "special file")
+
+
+def _json_value(text: str, where: str):
+    """json.loads for data files, strict where JSON is: NaN and Infinity (not JSON, though Python writes
+    them) and lone surrogates (not Unicode text; a tokenizer fails on them mid-run) are refused, and a
+    too-deep or too-long value is one line, not a traceback. JSONDecodeError is left to the caller."""
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise DatasetError(f"{where}: nested too deeply to read; expected rows of columns") from None
+    except ValueError as e:  # NaN / Infinity, an integer of more digits than Python converts
+        raise DatasetError(f"{where}: {' '.join(str(e).split('; use sys.')[0].split())}") from None  # not Python's advice
+    pending = [value]
+    while pending:  # iterative: json parsed it, so its depth is bounded, but maybe not by Python's stack
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise DatasetError(f"{where}: a lone surrogate (\\u{ord(item[e.start]):04x}) in {brief(item)}; "
+                                   "expected Unicode text") from None
+    return value
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity); expected a number or text")
+
+
 def _json_rows(path: Path, key: str) -> tuple[list[dict], list[int]]:
-    """A JSON array of objects, or JSON Lines (one object per line; blank lines are skipped)."""
-    data = path.read_bytes()
+    """A JSON array of objects, or JSON Lines (one object per line, lines split at \\n only, as JSON Lines
+    says: U+2028 and the like are text inside strings; blank lines are skipped)."""
+    data = _read_regular_file(path, key, MAX_JSON_FILE_BYTES)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -197,7 +255,7 @@ def _json_rows(path: Path, key: str) -> tuple[list[dict], list[int]]:
         return [], []
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = _json_value(text, f"{key} '{path}'")
         except json.JSONDecodeError as e:
             raise DatasetError(f"{key} '{path}' line {e.lineno}, column {e.colno}: invalid JSON ({e.msg})") from None
         for i, item in enumerate(items):
@@ -205,14 +263,14 @@ def _json_rows(path: Path, key: str) -> tuple[list[dict], list[int]]:
                 raise DatasetError(f"{key} '{path}' row {i}: expected a JSON object, got {brief(item)}")
         return items, []
     rows, lines = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = _json_value(line, f"{key} '{path}' line {number}")
         except json.JSONDecodeError as e:
             if not rows:
-                whole = _json_object(text)  # one object over several lines, not JSON Lines
+                whole = _json_object(text, f"{key} '{path}'")  # one object over several lines, not JSON Lines
                 if whole is not None:
                     nested = [k for k, v in whole.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
                     if nested:
@@ -229,19 +287,21 @@ def _json_rows(path: Path, key: str) -> tuple[list[dict], list[int]]:
     return rows, lines
 
 
-def _json_object(text: str) -> dict | None:
+def _json_object(text: str, where: str) -> dict | None:
     try:
-        value = json.loads(text)
+        value = _json_value(text, where)
     except json.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
 
 
 def _parquet_rows(path: Path, key: str) -> list[dict]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    data = _read_regular_file(path, key)
     try:
-        return pq.read_table(path).to_pylist()
+        return pq.read_table(pa.py_buffer(data)).to_pylist()
     except Exception as e:
         raise DatasetError(f"{key} '{path}': cannot read it as parquet ({one_line(e)})") from None
 
@@ -268,10 +328,7 @@ def one_line(e: BaseException) -> str:
 
 def brief(value) -> str:
     """A value as a short phrase for a message: its type, and its text when short."""
-    if value is None:
-        return "null"
-    text = repr(value)
-    return f"{type(value).__name__} {text}" if len(text) <= 40 else f"{type(value).__name__} {text[:37]}..."
+    return "null" if value is None else f"{type(value).__name__} {preview(value, 40)}"
 
 
 class PromptSampler:
@@ -308,6 +365,5 @@ def save_dataset(rows: list[dict], out_dir: str | Path, info: dict) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     datasets.Dataset.from_list(rows).save_to_disk(str(partial))
     (partial / "info.json").write_text(json.dumps({**info, "num_rows": len(rows)}, indent=2, default=str))
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    swap_in(partial, out)
     return out

@@ -2,8 +2,8 @@
 
 `make_env(config)` builds one environment per trajectory from an `EnvConfig`:
 - `env.name: calculator`: arithmetic by a safe parser (rl_system/envs/calculator.py);
-- `env.name: python`: model-written code in a sandboxed child process, only with
-  `env.python_enabled: true` (rl_system/envs/python_tool.py says what the sandbox does and does not do);
+- `env.name: python`: model-written code in a bubblewrap jail, only with `env.python_enabled: true`
+  (rl_system/envs/python_tool.py says what the jail does; docs/security.md how it is attacked);
 - `env.name: package.module:ClassName`: a user's environment, called with the EnvConfig; it must
   have `reset(problem)` and `step(turn_text)` (the `Environment` protocol in base.py).
 """

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from rl_system.envs.base import TAG_NAME
 
+ISOLATION_MODES = ("jail", "limits_only")  # env.python_isolation
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -26,9 +28,11 @@ class EnvConfig:
     num_workers: int = 1
     num_cpus: float = 0.0  # reserved per environment worker (tool calls are short; the python tool's child is capped)
     threads: int = 8  # tool calls that run at once in one environment worker
-    # The python tool runs model-written code in a child process (rl_system/envs/python_tool.py):
-    # off unless enabled here, since its sandbox is only as strong as the machine allows.
+    # The python tool runs model-written code (rl_system/envs/python_tool.py): off unless enabled here.
     python_enabled: bool = False
+    # "jail": each call in a bubblewrap jail (refused where it cannot start); "limits_only": a child
+    # process with resource limits alone, the machine's files and network within its reach.
+    python_isolation: str = "jail"
     python_memory_mb: int = 256  # address-space limit of the child
     python_cpu_s: int = 2  # CPU-time limit of the child (the wall-clock limit is timeout_s)
 
@@ -59,6 +63,8 @@ class EnvConfig:
                and math.isfinite(self.timeout_s) and 0 < self.timeout_s <= 600, "env.timeout_s",
                "a number of seconds in (0, 600]", self.timeout_s)
         _check(isinstance(self.python_enabled, bool), "env.python_enabled", "true or false", self.python_enabled)
+        _check(self.python_isolation in ISOLATION_MODES, "env.python_isolation",
+               f"one of {', '.join(ISOLATION_MODES)}", self.python_isolation)
         _check(self.python_memory_mb >= 64, "env.python_memory_mb", "an integer >= 64 (the interpreter "
                "itself needs some)", self.python_memory_mb)
         _check(self.python_cpu_s >= 1, "env.python_cpu_s", "an integer >= 1", self.python_cpu_s)

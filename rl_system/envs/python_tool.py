@@ -1,53 +1,48 @@
-"""The `python` tool: model-written code run in a child process with time, memory and output limits.
+"""The `python` tool: model-written code run in a jail, with time, memory, process and output limits.
 
-Off unless `env.python_enabled` is set. What applies, from strongest to weakest:
+Off unless `env.python_enabled` is set. By default (`env.python_isolation: jail`) every call runs in
+a fresh bubblewrap jail (Debian's `bubblewrap`, `make install` brings it); nothing inside depends on
+Python-level checks, only on what the kernel enforces:
 
-OS-level (real limits, enforced by the kernel):
-- A separate process, `python -I -S -u` (no site-packages, no user site, no PYTHON* variables,
-  the script's directory not on sys.path; unbuffered, so what it printed before being killed is
-  kept), started in a new session with an empty environment (only
-  a minimal PATH), stdin from /dev/null, cwd a fresh `tempfile.TemporaryDirectory()` that is
-  deleted afterwards.
-- Resource limits set in the child before the code runs (`resource.setrlimit`): address space,
-  CPU seconds (SIGXCPU at the limit, SIGKILL a second later), size of a written file, open
-  files, no core dumps. Set by the
-  child's own first lines rather than a `preexec_fn`, which is unsafe in a threaded parent
-  (Ray actors are threaded). RLIMIT_NPROC is set too, but the kernel ignores it for root.
-- A wall-clock timeout: the whole process group is killed (SIGKILL) when it runs out, and
-  always once the program has exited, so nothing it started is left behind.
-- Output: stdout and stderr share one pipe, read in chunks up to `max_output_bytes`; past that
-  the program is killed, so a flood costs the parent at most that much memory.
-- When `unshare` works here (probed once, `namespaces()`): the child runs in new user, network
-  and PID namespaces (`unshare --map-root-user --net --pid --fork --kill-child`). No network
-  then (only a loopback device, down), it cannot see or signal processes outside, and
-  when the timeout kills it the kernel kills every process in its PID namespace, even one that
-  left the process group. Without `unshare` none of this holds and only the guards below stop
-  network use.
+- Its own user, mount, PID, network, IPC, UTS and cgroup namespaces. Inside it is uid/gid 65534 with
+  no capabilities; bwrap itself is started as uid 65534 when this process is root, so even the
+  kernel's view of it outside is an unprivileged user, bound by RLIMIT_NPROC (which the kernel
+  ignores for root). No further user namespaces may be made inside (`--disable-userns`).
+- A root of its own: the host's `/usr` (the interpreter and its standard library: this Python, or
+  /usr/bin/python3 where uid 65534 cannot reach this one, e.g. in /root/.pyenv) read-only, a fresh
+  `/proc` that shows only the jail's processes, a minimal `/dev`, and a `/tmp` tmpfs of
+  WORKDIR_BYTES, its only writable place and its working directory, where the code is main.py.
+  Nothing else of the host is there: no `/etc`, `/home`, run directories, checkpoints or reward code.
+- No network: a new network namespace has only a loopback device, down; the seccomp filter refuses
+  every socket family but AF_UNIX as well.
+- A seccomp filter (built with libseccomp, SECCOMP_POLICY below): the system calls that reach
+  other processes (ptrace, process_vm_*), the jail's own mounts and namespaces, and kernel attack
+  surface (bpf, io_uring, userfaultfd, keyrings, modules, ...) fail with EPERM; system calls of
+  another ABI (e.g. i386's int 0x80) kill the process.
+- Resource limits set by the child's first lines (`resource.setrlimit`, before the model's code):
+  address space, CPU seconds (SIGXCPU at the limit, SIGKILL a second later), size of a written
+  file, open files, processes, no core dumps. A wall-clock timeout kills the jail: killing bwrap
+  kills the jail's PID 1 (`--die-with-parent`) and with it every process in its PID namespace.
+- Output: stdout and stderr share one pipe, read in chunks up to `max_output_bytes`; past that the
+  jail is killed, so a flood costs the parent at most that much memory.
 
-Python-level guards (best effort, NOT a security boundary): an audit hook (PEP 578) installed
-before the code runs refuses, with PermissionError: opening, listing or changing into paths
-outside the temporary directory (reads of the Python standard library are allowed, for imports),
-changing files outside it, symbolic and hard links (so a path's text says where it leads: paths
-are checked as text, made absolute against the real current directory), creating sockets,
-starting or signalling processes (fork, exec, subprocess, os.system, kill), importing ctypes /
-_posixsubprocess, changing resource limits and walking the garbage collector. The hook binds
-every function it uses before the model's code runs, so patching builtins or os does not fool it. CPython documents audit hooks as a way to observe, not to
-sandbox: a determined program may find a way around them (a bug in an extension module, for
-instance). `os.stat` and friends are not audited, so a program can learn whether a path exists.
-
-What is not guaranteed: reading files outside the directory is stopped only by the guards (and
-by file permissions, which do not bind root: this machine runs as root); disk use inside the
-directory is bounded only by the file-size limit per file and by the wall-clock limit. Run
-untrusted training in a container or VM whose user can reach nothing worth protecting.
+Where the jail cannot start (bubblewrap missing, user namespaces forbidden, libseccomp missing) the
+tool refuses with one line naming the missing piece, unless the config asks for the weaker mode,
+`env.python_isolation: limits_only`: a child process with the limits above, an empty environment and
+a temporary working directory, but the machine's files, processes and network within its reach as
+this user's (root's, in a container). The run says so when it starts.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import select
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -60,12 +55,15 @@ from rl_system.envs.base import ToolEnvironment
 
 MINIMAL_PATH = "/usr/bin:/bin"
 FILE_SIZE_LIMIT_BYTES = 16 * 2**20  # one written file
+WORKDIR_BYTES = 64 * 2**20  # the jail's /tmp, its only writable place (a tmpfs: memory)
 OPEN_FILES_LIMIT = 64
-PROCESS_LIMIT = 16  # RLIMIT_NPROC: enforced for non-root users only
-UNSHARE_FLAGS = ("--map-root-user", "--net", "--pid", "--fork", "--kill-child")
+PROCESS_LIMIT = 16  # RLIMIT_NPROC, the jail's own processes included
+JAIL_UID = 65534  # nobody, inside the jail and (when this process is root) outside it
+JAIL_WORKDIR = "/tmp"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
-# The child's first lines (run with `python -I -S -u -c`): limits, then guards, then the model's code
-# from main.py. argv: memory bytes, CPU seconds, file-size bytes, open files, processes, guards 0/1.
+# The child's first lines (run with `python -I -S -u -c`): limits, then the model's code from main.py.
+# argv: memory bytes, CPU seconds, file-size bytes, open files, processes.
 PREAMBLE = r'''
 import os, resource, signal, sys, traceback
 def _limits(memory, cpu, fsize, nofile, nproc):
@@ -76,74 +74,11 @@ def _limits(memory, cpu, fsize, nofile, nproc):
     def out_of_cpu(signum, frame):  # the soft limit; the hard one (SIGKILL) a second later catches C loops
         os.write(2, b"CPU time limit exceeded\n")
         os._exit(128 + signum)
-    signal.signal(signal.SIGXCPU, out_of_cpu)  # needed: as PID 1 of a namespace, SIGXCPU's default is ignored
-def _guard():
-    """An audit hook refusing what the module docstring lists. Everything it uses is bound here,
-    before the model's code runs, so patching builtins, os or pathlib later does not change it."""
-    import pathlib, posix
-    _isinstance, _type, _any, _bool, _str, _bytes, _int, _denied = isinstance, type, any, bool, str, bytes, int, PermissionError
-    getcwd, realpath = posix.getcwd, os.path.realpath
-    fspath, to_str = pathlib.PurePath.__fspath__, pathlib.PurePath.__str__
-    root = realpath(getcwd())
-    # The standard library may be read (imports, tracebacks), both as sys.path names it and resolved.
-    readable = tuple({q for p in sys.path if p.startswith("/") for q in (p, realpath(p))})
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-    refused = frozenset(("os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system",
-                         "subprocess.Popen", "os.kill", "os.killpg", "signal.pthread_kill", "os.setsid",
-                         "os.symlink", "os.link",  # no links: so a path's text says where it leads
-                         "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "resource.setrlimit", "resource.prlimit",
-                         "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.chroot", "sys.setprofile"))
-    refused_modules = frozenset(("ctypes", "_ctypes", "_posixsubprocess"))
-    reads = frozenset(("os.listdir", "os.scandir", "os.chdir"))
-    writes = frozenset(("os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.truncate", "os.chmod", "os.chown",
-                        "os.utime", "os.mkfifo", "os.mknod"))
-    def absolute(path):
-        """The absolute, normalised text of a path, or None for a path object that could lie about itself."""
-        if _isinstance(path, _bytes):
-            path = path.decode("utf-8", "surrogateescape")
-        elif not _isinstance(path, _str):
-            kind = _type(path)
-            if not (_isinstance(path, pathlib.PurePath) and kind.__fspath__ is fspath and kind.__str__ is to_str):
-                return None
-            path = to_str(path)
-        parts = []
-        for name in (path if path.startswith("/") else getcwd() + "/" + path).split("/"):
-            if name == "..":
-                parts = parts[:-1]
-            elif name and name != ".":
-                parts.append(name)
-        return "/" + "/".join(parts)
-    def under(path, roots):
-        full = absolute(path)
-        return full is not None and _any(full == r or full.startswith(r + "/") for r in roots)
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = args
-            if path is None or _isinstance(path, _int):  # an already open descriptor
-                return
-            write = _bool((flags or 0) & write_flags) or _any(c in (mode or "") for c in "wax+")
-            if under(path, (root,)) or (not write and under(path, readable)):
-                return
-            raise _denied(f"sandbox: open({path!r}) outside the working directory is not allowed")
-        if event in refused or event.startswith("socket."):
-            raise _denied(f"sandbox: {'network access' if event.startswith('socket.') else event} is not allowed")
-        if event == "import" and args[0] in refused_modules:
-            raise _denied(f"sandbox: importing {args[0]} is not allowed")
-        if event in reads or event in writes:
-            roots = (root,) if event in writes else (root,) + readable
-            for path in args:
-                if path is None or _isinstance(path, _int) or _isinstance(path, tuple):
-                    continue  # the current directory, modes, flags, descriptors, times
-                if not under(path, roots):
-                    raise _denied(f"sandbox: {event}({path!r}) outside the working directory is not allowed")
-    sys.addaudithook(hook)
+    signal.signal(signal.SIGXCPU, out_of_cpu)
 def _run():
-    memory, cpu, fsize, nofile, nproc, guards = map(int, sys.argv[1:7])
-    _limits(memory, cpu, fsize, nofile, nproc)
+    _limits(*map(int, sys.argv[1:6]))
     with open("main.py", encoding="utf-8") as f:
         source = f.read()
-    if guards:
-        _guard()
     try:
         code = compile(source, "main.py", "exec")
         exec(code, {"__name__": "__main__", "__file__": "main.py", "__builtins__": __builtins__})
@@ -158,6 +93,34 @@ def _run():
         sys.stdout.flush()
 _run()
 '''
+
+# The seccomp filter: (errno, system calls) refused in the jail; everything else is allowed (as
+# Flatpak's and Docker's default profiles do, a list of what has no business in a Python program).
+SECCOMP_POLICY = (
+    (errno.EPERM, (
+        # other processes' memory and descriptors
+        "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+        # the jail's own mounts and namespaces
+        "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "open_tree", "move_mount", "fsopen",
+        "fsconfig", "fsmount", "fspick", "mount_setattr",
+        # kernel attack surface with a record of privilege escalations
+        "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "keyctl", "add_key", "request_key", "personality", "modify_ldt", "uselib",
+        # the machine's state
+        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
+        "swapoff", "acct", "quotactl", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+        "iopl", "ioperm", "sethostname", "setdomainname", "vhangup", "open_by_handle_at", "name_to_handle_at",
+        "fanotify_init", "mbind", "migrate_pages", "move_pages", "set_mempolicy")),
+    # clone3's flags live in memory a filter cannot read: refused as unknown, libc falls back to clone
+    (errno.ENOSYS, ("clone3",)),
+)
+NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
+                   0x00000080)  # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+TIOCSTI = 0x5412  # pushes characters into a terminal's input
+
+
+class JailUnavailableError(RuntimeError):
+    """The python tool's jail cannot start here; the message is one line naming what is missing."""
 
 
 @dataclass
@@ -177,40 +140,135 @@ class PythonResult:
 
 
 @functools.lru_cache(maxsize=1)
-def unshare_prefix() -> tuple[str, ...] | None:
-    """The `unshare ...` command prefix if new user, network and PID namespaces work here, else None."""
-    exe = shutil.which("unshare", path=MINIMAL_PATH + ":/usr/sbin:/sbin")
-    if exe is None:
-        return None
-    probe = [exe, *UNSHARE_FLAGS, sys.executable, "-I", "-S", "-c", "pass"]
+def seccomp_program() -> bytes:
+    """SECCOMP_POLICY compiled to BPF by libseccomp (what `bwrap --seccomp` loads)."""
     try:
-        done = subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={"PATH": MINIMAL_PATH}, timeout=30)
-    except (OSError, subprocess.SubprocessError):
+        import pyseccomp as seccomp
+    except (ImportError, RuntimeError) as e:  # RuntimeError: the package is there, libseccomp.so.2 is not
+        raise JailUnavailableError(f"cannot build the seccomp filter: {e} (Debian: apt-get install libseccomp2; "
+                                   "pip: pyseccomp)") from None
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)
+    rules.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    for code, calls in SECCOMP_POLICY:
+        for call in calls:
+            rules.add_rule(seccomp.ERRNO(code), call)
+    for flag in NAMESPACE_FLAGS:
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    rules.add_rule(seccomp.ERRNO(errno.EAFNOSUPPORT), "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+    rules.add_rule(seccomp.ERRNO(errno.EPERM), "ioctl", seccomp.Arg(1, seccomp.MASKED_EQ, 0xFFFFFFFF, TIOCSTI))
+    with tempfile.TemporaryFile() as f:
+        rules.export_bpf(f)
+        f.seek(0)
+        return f.read()
+
+
+@functools.lru_cache(maxsize=1)
+def jail_interpreter() -> tuple[str, tuple[str, ...]]:
+    """The Python the jail runs and the directories outside /usr it needs: this interpreter when
+    the jail's user can reach its files, else the system's (this one may live in /root/.pyenv, which
+    uid 65534 cannot enter)."""
+    prefixes = tuple(sorted({p for p in (sys.base_prefix, sys.base_exec_prefix) if not (p + "/").startswith("/usr/")}))
+    if all(_searchable_by_anyone(p) for p in prefixes) or not os.path.exists(SYSTEM_PYTHON):
+        return os.path.realpath(sys.executable), prefixes
+    return SYSTEM_PYTHON, ()
+
+
+def _searchable_by_anyone(path: str) -> bool:
+    """Every directory from / down to `path` lets other users in (the x bit for others)."""
+    path = Path(path)
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in (path, *path.parents))
+
+
+def jail_arguments(bwrap: str, main_fd: int, seccomp_fd: int) -> list[str]:
+    """The bwrap command line up to the program: namespaces, the root it sees, the filter."""
+    args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--as-pid-1",
+            "--uid", str(JAIL_UID), "--gid", str(JAIL_UID), "--hostname", "jail", "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: links into it
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for prefix in jail_interpreter()[1]:
+        args += ["--ro-bind", prefix, prefix]
+    return args + ["--proc", "/proc", "--dev", "/dev", "--size", str(WORKDIR_BYTES), "--tmpfs", JAIL_WORKDIR,
+                   "--file", str(main_fd), f"{JAIL_WORKDIR}/main.py", "--remount-ro", "/dev", "--remount-ro", "/",
+                   "--chdir", JAIL_WORKDIR, "--seccomp", str(seccomp_fd), "--"]
+
+
+@functools.lru_cache(maxsize=1)
+def jail_problem() -> str | None:
+    """Why the jail cannot run here, in a few words, or None when a program runs in it; probed once."""
+    if shutil.which("bwrap", path=MINIMAL_PATH) is None:
+        return "bubblewrap is not installed (no bwrap in /usr/bin; Debian: apt-get install bubblewrap)"
+    try:
+        result = _run("print('jail ok')", timeout_s=30, memory_mb=256, cpu_s=10, max_output_bytes=4096,
+                      isolation="jail")
+    except (JailUnavailableError, OSError) as e:
+        return str(e)
+    if result.output == "jail ok\n" and result.ok:
         return None
-    return (exe, *UNSHARE_FLAGS) if done.returncode == 0 else None
+    said = [line for line in result.output.splitlines() if line.strip()]
+    return f"bubblewrap cannot start its jail here: {said[-1] if said else f'exit status {result.exit_code}'}"
 
 
-def namespaces() -> dict:
-    """Which sandbox mechanisms apply on this machine (for logs and the README)."""
-    isolated = unshare_prefix() is not None
-    return {"network_namespace": isolated, "pid_namespace": isolated, "rlimits": True,
-            "nproc_limit_enforced": os.geteuid() != 0, "python_guards": True}
+def require_jail() -> None:
+    """Raises JailUnavailableError (one line) unless the jail works here."""
+    problem = jail_problem()
+    if problem:
+        raise JailUnavailableError(f"env.python_isolation 'jail': {problem}; the python tool runs no model-written "
+                                   "code without its jail (env.python_isolation=limits_only accepts the weaker "
+                                   "mode: resource limits only)")
+
+
+LIMITS_ONLY_WARNING = ("warning: env.python_isolation=limits_only: model-written code runs with resource limits only, "
+                       "not in a jail; it can read and change every file, process and network this user can reach")
+
+
+def check_isolation(config) -> None:
+    """At a run's start, before any worker: the python tool's jail checked (one line where it cannot
+    start), or the weaker mode the config asked for announced."""
+    if config.name != "python":
+        return
+    if config.python_isolation == "jail":
+        require_jail()
+    else:
+        print(LIMITS_ONLY_WARNING, file=sys.stderr, flush=True)
 
 
 def run_python(code: str, *, timeout_s: float = 5.0, memory_mb: int = 256, cpu_s: int = 2,
-               max_output_bytes: int = 4096, guards: bool = True, isolate: bool = True) -> PythonResult:
-    """Run `code` as a script in a sandboxed child process (see the module docstring); never raises
-    for anything the code does. `guards=False` drops the Python-level guards (tests use it to check
-    the OS-level limits alone); `isolate=False` skips the namespaces even where they work."""
-    prefix = unshare_prefix() if isolate else None
-    limits = [memory_mb * 2**20, cpu_s, FILE_SIZE_LIMIT_BYTES, OPEN_FILES_LIMIT, PROCESS_LIMIT, int(guards)]
-    command = [*(prefix or ()), sys.executable, "-I", "-S", "-u", "-c", PREAMBLE, *map(str, limits)]
+               max_output_bytes: int = 4096, isolation: str = "jail") -> PythonResult:
+    """Run `code` as a script in a jail (see the module docstring); never raises for anything the code
+    does. Raises JailUnavailableError when the jail cannot start here, unless `isolation` is
+    "limits_only" (a child process with resource limits only)."""
+    if isolation == "jail":
+        require_jail()
+    return _run(code, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, max_output_bytes=max_output_bytes,
+                isolation=isolation)
+
+
+def _run(code: str, *, timeout_s: float, memory_mb: int, cpu_s: int, max_output_bytes: int,
+         isolation: str) -> PythonResult:
+    limits = [memory_mb * 2**20, cpu_s, FILE_SIZE_LIMIT_BYTES, OPEN_FILES_LIMIT, PROCESS_LIMIT]
+    python = [os.path.realpath(sys.executable), "-I", "-S", "-u", "-c", PREAMBLE, *map(str, limits)]
+    source = code.encode("utf-8", "replace")
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="rl_python_tool_", ignore_cleanup_errors=True) as workdir:
-        Path(workdir, "main.py").write_bytes(code.encode("utf-8", "replace"))
-        proc = subprocess.Popen(command, cwd=workdir, env={"PATH": MINIMAL_PATH}, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    with contextlib.ExitStack() as stack:
+        if isolation == "jail":
+            main_fd, seccomp_fd = _memory_file("main.py", source), _memory_file("seccomp", seccomp_program())
+            stack.callback(os.close, main_fd)
+            stack.callback(os.close, seccomp_fd)
+            bwrap = shutil.which("bwrap", path=MINIMAL_PATH) or "bwrap"
+            command = jail_arguments(bwrap, main_fd, seccomp_fd) + [jail_interpreter()[0], *python[1:]]
+            where = {"cwd": "/", "pass_fds": (main_fd, seccomp_fd)}
+            if os.geteuid() == 0:  # set in the child by _posixsubprocess (C, no Python code: threads are safe)
+                where.update(user=JAIL_UID, group=JAIL_UID, extra_groups=[])
+        else:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rl_python_tool_",
+                                                                      ignore_cleanup_errors=True))
+            Path(workdir, "main.py").write_bytes(source)
+            command, where = python, {"cwd": workdir}
+        proc = subprocess.Popen(command, env={"PATH": MINIMAL_PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True, **where)
         try:
             output, truncated, timed_out = _read_bounded(proc, start + timeout_s, max_output_bytes)
         finally:
@@ -218,43 +276,48 @@ def run_python(code: str, *, timeout_s: float = 5.0, memory_mb: int = 256, cpu_s
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
             proc.stdout.close()
-    if prefix and not truncated:  # unshare's own complaint when its child was SIGKILLed: not the program's output
-        head, _, last = output.rstrip(b"\n").rpartition(b"\n")
-        if last.startswith(b"unshare: "):
-            output = head
-    return PythonResult(output.decode("utf-8", "replace"), proc.returncode, timed_out, truncated,
+    exit_code = proc.returncode
+    if isolation == "jail" and exit_code is not None and 128 < exit_code < 128 + signal.NSIG:
+        exit_code = 128 - exit_code  # bwrap reports a program killed by signal N as exit status 128 + N
+    return PythonResult(output.decode("utf-8", "replace"), exit_code, timed_out, truncated,
                         time.monotonic() - start, usage.ru_utime + usage.ru_stime, proc.pid)
+
+
+def _memory_file(name: str, data: bytes) -> int:
+    """A descriptor of an anonymous in-memory file holding `data`, read from its start (bwrap copies it)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _read_bounded(proc: subprocess.Popen, deadline: float, limit: int) -> tuple[bytes, bool, bool]:
     """Read the child's output until it exits, the deadline passes or `limit` bytes have come.
     Returns (output, truncated, timed_out). Stops at the child's exit even if something it started
-    still holds the pipe open (that process is killed with the group)."""
+    still holds the pipe open (that process is killed with the group); a child that closed its
+    output but runs on is waited for (bwrap, the child in a jail, exits only after what it ran)."""
     fd = proc.stdout.fileno()
-    buffer = bytearray()
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return bytes(buffer), False, True
-        ready, _, _ = select.select([fd], [], [], min(remaining, 0.05))
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:  # every writer closed the pipe
-                return bytes(buffer), False, False
-            room = limit - len(buffer)
-            buffer += chunk[:room]
-            if len(chunk) > room:
-                return bytes(buffer), True, False
-        elif _exited(proc.pid):  # nothing left to read and the child is gone
-            return bytes(buffer), False, False
-
-
-def _exited(pid: int) -> bool:
-    """Whether the child has exited, without reaping it (WNOWAIT keeps its pid reserved)."""
+    exited = os.pidfd_open(proc.pid)  # readable once the child has exited; it stays unreaped, its pid reserved
     try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+        watched, buffer = [fd, exited], bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bytes(buffer), False, True
+            ready, _, _ = select.select(watched, [], [], remaining)
+            if fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:  # every writer closed the pipe
+                    watched = [exited]
+                    continue
+                room = limit - len(buffer)
+                buffer += chunk[:room]
+                if len(chunk) > room:
+                    return bytes(buffer), True, False
+            elif ready:  # the child is gone and nothing is left to read
+                return bytes(buffer), False, False
+    finally:
+        os.close(exited)
 
 
 def _kill_group(pgid: int) -> None:
@@ -300,11 +363,13 @@ class PythonEnv(ToolEnvironment):
     def __init__(self, config):
         if not config.python_enabled:
             raise ValueError("env.python_enabled: the python tool runs model-written code and is off unless enabled")
+        if config.python_isolation == "jail":
+            require_jail()
         super().__init__(config)
 
     def run_tool(self, call: str) -> tuple[str, bool]:
         c = self.config
         limit = max(16, c.max_observation_chars - 80)  # room for the line on how it ended
         result = run_python(strip_code_fence(call), timeout_s=c.timeout_s, memory_mb=c.python_memory_mb,
-                            cpu_s=c.python_cpu_s, max_output_bytes=limit)
+                            cpu_s=c.python_cpu_s, max_output_bytes=limit, isolation=c.python_isolation)
         return describe(result, timeout_s=c.timeout_s, cpu_s=c.python_cpu_s, max_output_bytes=limit)

@@ -19,6 +19,7 @@ from rl_system.data import Problem, TaskMixtureSampler, group_by_task, load_spli
 from rl_system.metrics import MetricsWriter, StepTimer, mean, pearson
 from rl_system.models.precision import describe
 from rl_system.rewards.scoring import RewardFailureWatch
+from rl_system.rundir import swap_in
 from rl_system.shutdown import GracefulStop
 
 
@@ -274,8 +275,7 @@ def save_checkpoint(cfg: TrainConfig, workers: Workers, path: Path, **state) -> 
     shutil.rmtree(partial, ignore_errors=True)
     workers.save(str(partial))
     (partial / "trainer_state.json").write_text(json.dumps({**state, "config": to_dict(cfg)}, indent=2, default=str))
-    shutil.rmtree(path, ignore_errors=True)
-    partial.rename(path)
+    swap_in(partial, path)
 
 
 def results_table(results: dict) -> str:
