@@ -20,10 +20,10 @@ from actors.metrics import RunMetrics
 from actors.replay_buffer import ReplayBuffer
 from actors.reward import ModelRewardPool, RuleRewardWorker
 from actors.rollout import WEIGHT_STORE, RolloutWorker, WeightStore
+from rl_system.checkpoints import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
-from rl_system.learner import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
 from rl_system.models import announce, publish_dtype
 from rl_system.training import merge_stats, shard_bounds
 from rl_system.weights import WeightSyncError

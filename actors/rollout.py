@@ -10,9 +10,8 @@ from actors.group import assigned_gpu_index
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.envs.runner import LocalEnvs
-from rl_system.models import detect, load_policy, load_tokenizer, pick_device, resolve
-from rl_system.rollout import sample_batch, sampling_params
-from rl_system.rollout_vllm import VLLMSampler
+from rl_system.models import detect, load_tokenizer, pick_device, resolve
+from rl_system.rollout import VLLMSampler, make_sampler
 from rl_system.weights import PublishSlots, SharedWeightsReader, load_packed_weights, slot_reference
 
 
@@ -46,10 +45,8 @@ class RolloutWorker:
         self.cfg, self.worker_index = cfg, worker_index
         self.device = pick_device(rc.num_gpus, assigned_gpu_index())
         self.precision_report = resolve(rc.dtype, "rollout.dtype", detect(self.device))
-        dtype = self.precision_report.dtype
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.vllm = VLLMSampler(cfg, self.tokenizer, seed, dtype) if rc.backend == "vllm" else None
-        self.model = None if self.vllm else load_policy(cfg.model, dtype, self.device).eval()
+        self.sampler = make_sampler(cfg, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code), self.device,
+                                    self.precision_report.dtype, seed)
         self.policy_version = 0
         self.node_id = ray.get_runtime_context().get_node_id()
         # Multi-turn rollouts: tool calls on environment workers of this worker's own (env.num_workers), or
@@ -69,28 +66,26 @@ class RolloutWorker:
         """One group per problem, then a receipt (the number of groups) that tells the caller how the
         call ended without fetching the groups. `stop_strings` replaces rollout.stop_strings for this
         call (test-time search stops at a step)."""
-        if self.vllm:
-            groups = self.vllm.generate_groups(problems, sampling_params(self.cfg, greedy, max_new_tokens, n, stop_strings),
-                                               self.policy_version, prefills, self.envs)
-        else:
-            groups = sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
-                                  max_new_tokens, n, prefills, stop_strings, self.envs)
+        groups = self.sampler.sample(problems, self.policy_version, greedy, max_new_tokens, n, prefills, stop_strings,
+                                     self.envs)
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
         packed = ray.get(packed_ref[0])
         near = bool(packed["shared_path"]) and packed["node"] == self.node_id  # the learner's slot is mappable
-        if self.vllm:  # the engine maps a slot itself: the learner's, or this worker's copy of a far publish
+        # vLLM's engine maps a slot itself: the learner's, or this worker's copy of a far publish.
+        if isinstance(self.sampler, VLLMSampler):
             if not near:
                 if self.local_slots is None:
                     self.local_slots = PublishSlots(sum(numel for *_, numel in packed["manifest"]), packed["dtype"])
                 packed = self.local_slots.store({**packed, "data": self._published_bytes(packed)})
-            self.policy_version = self.vllm.load_weights(slot_reference(packed), version)
+            self.policy_version = self.sampler.load_weights(slot_reference(packed), version)
             return self.policy_version
         # The slot mapped in place, or a read-only view of this node's object-store copy. CPU parameters
         # become views of those bytes: workers on a node share one copy of the weights.
         packed = self.shared_weights.read(packed) if near else {**packed, "data": self._published_bytes(packed)}
-        self.policy_version = load_packed_weights(self.model, packed, expected_version=version, share_buffer=True)
+        self.policy_version = load_packed_weights(self.sampler.model, packed, expected_version=version,
+                                                  share_buffer=True)
         return self.policy_version
 
     @staticmethod

@@ -4,7 +4,7 @@
 vs in chunks (learner.logprob_chunk_tokens), each with and without gradient checkpointing.
 And the rollout side: sampling --rollout-batch sequences of --rollout-tokens tokens with their
 behaviour log-probs, from generate's kept logits (output_logits, as before) vs the step-at-a-time
-recorder rl_system/rollout.py uses.
+recorder rl_system/rollout/hf.py uses.
 
 The model is the demo's architecture (SmolLM2-135M: 30 layers, hidden 576, vocabulary 49152)
 with random weights, built from its config (nothing downloaded). Each variant runs in a fresh
@@ -51,7 +51,7 @@ def measure_rollout(keep_logits: bool, args, out) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList, StoppingCriteriaList
 
     from rl_system.algorithms.grpo import token_logprobs
-    from rl_system.rollout import SampledLogprobs
+    from rl_system.rollout.hf import SampledLogprobs
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -25,7 +25,7 @@ from _common import demo_config, grpo_run, machine
 from rl_system.config import DTYPES
 from rl_system.data import load_splits
 from rl_system.models import TrainingPrecision, detect, load_policy, load_tokenizer, resolve
-from rl_system.rollout import sample_batch
+from rl_system.rollout import HFSampler
 from rl_system.training import Sample, collate, completion_logprobs
 
 
@@ -79,7 +79,7 @@ def main() -> None:
     tokenizer = load_tokenizer(cfg.model.path)
     prompts = cfg.prompts_per_step // cfg.rollout.num_workers  # one rollout worker's share, one learner rank's groups
     problems = load_splits(cfg.data)[0][:prompts]
-    groups = sample_batch(load_policy(cfg.model, "float32", "cpu").eval(), tokenizer, cfg, problems, 0)
+    groups = HFSampler(cfg, tokenizer, load_policy(cfg.model, "float32", "cpu").eval()).sample(problems, 0)
     rng = np.random.default_rng(0)
     n = args.completion_tokens  # every completion this long, so each dtype does the same work
     samples = [Sample(g.prompt_ids, rng.integers(100, 49000, n), np.zeros(n, np.float32), 1.0, 0)
@@ -94,9 +94,9 @@ def main() -> None:
     rows = {}
     for dtype in DTYPES:
         train_s = timed(learner_step(cfg, dtype, batch, hardware), args.repeats, args.slow_s)
-        sampler = load_policy(cfg.model, dtype, "cpu").eval()
+        sampler = HFSampler(cfg, tokenizer, load_policy(cfg.model, dtype, "cpu").eval())
         torch.manual_seed(0)
-        generate_s = timed(lambda: sample_batch(sampler, tokenizer, cfg, problems, 0), args.repeats, args.slow_s)
+        generate_s = timed(lambda: sampler.sample(problems, 0), args.repeats, args.slow_s)
         rows[dtype] = (train_s, generate_s)
         print(f"  {dtype}: learner step {train_s:.2f} s, generate {generate_s:.2f} s", flush=True)
     fastest = min(DTYPES, key=lambda d: rows[d][0])

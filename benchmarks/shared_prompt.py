@@ -17,7 +17,7 @@ from _common import cpu_dtype, demo_config, machine, median_seconds
 
 from rl_system.data import load_splits
 from rl_system.models import dtype_from_name, load_model, load_tokenizer
-from rl_system.rollout import encode_prompts, shared_prompt_inputs
+from rl_system.rollout.hf import encode_prompts, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs
 
 

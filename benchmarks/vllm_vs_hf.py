@@ -16,8 +16,7 @@ from _common import cpu_dtype, demo_config, machine
 
 from rl_system.data import load_splits
 from rl_system.models import load_policy, load_tokenizer
-from rl_system.rollout import sample_batch, sampling_params
-from rl_system.rollout_vllm import VLLMSampler
+from rl_system.rollout import HFSampler, VLLMSampler, sampling_params
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
     train = load_splits(cfg.data)[0]
     per_worker = cfg.prompts_per_step // cfg.rollout.num_workers
     dtype = cpu_dtype(cfg.rollout.dtype, "rollout.dtype")
-    hf_model = load_policy(cfg.model, dtype, torch.device("cpu")).eval()
+    hf = HFSampler(cfg, tokenizer, load_policy(cfg.model, dtype, torch.device("cpu")).eval())
     start = time.perf_counter()
     engine = VLLMSampler(cfg, tokenizer, seed=0, dtype=dtype)
     engine_start_s = time.perf_counter() - start
@@ -45,8 +44,8 @@ def main() -> None:
     for prompts in (per_worker, args.big):
         problems = train[:prompts]
         rates = {}
-        for name, generate in (("hf", lambda: sample_batch(hf_model, tokenizer, cfg, problems, 0)),
-                               ("vllm", lambda: engine.generate_groups(problems, params, 0))):
+        for name, generate in (("hf", lambda: hf.generate(problems, params, 0)),
+                               ("vllm", lambda: engine.generate(problems, params, 0))):
             generate()  # warm-up: first calls allocate and fault in pages
             tokens, start = 0, time.perf_counter()
             for _ in range(args.repeats):

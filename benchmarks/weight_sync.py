@@ -34,7 +34,7 @@ def main() -> None:
     workers = RayWorkers(cfg)
     try:
         params = ray.get(workers.rollouts.actors[0].__ray_call__.remote(
-            lambda worker: sum(p.numel() for p in worker.model.parameters())))
+            lambda worker: sum(p.numel() for p in worker.sampler.model.parameters())))
         # untrained: the learners hold version 0
         publish = median_seconds(lambda: workers.sync_weights(0), args.repeats, args.warmup)
         dtype = publish_dtype(workers.precision())

@@ -11,10 +11,12 @@ is refused with one line naming it and what it asked for, before any worker star
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 # The globals DeepSpeed's state for our engines holds beyond tensors and containers, found with
 # torch.serialization.get_unsafe_globals_in_checkpoint on states saved under ZeRO 0-3, LoRA, optimizer
@@ -73,3 +75,24 @@ def load_with_weights_only(engine) -> None:
             return load_weights_only(path, map_location)
 
     engine.checkpoint_engine = WeightsOnlyCheckpointEngine(engine._config)
+
+
+# A checkpoint directory: HF weights, DeepSpeed's training state under TRAINING_STATE_DIR, and the
+# rollout workers' sampling RNG states in ROLLOUT_RNG_FILE.
+TRAINING_STATE_DIR = "deepspeed"
+TRAINING_STATE_TAG = "training_state"
+ROLLOUT_RNG_FILE = "rollout_rng.safetensors"
+
+
+def save_rollout_rng(checkpoint: str, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Each rollout worker's sampling RNG state ({worker name: {device: state}}) in one file."""
+    save_file({f"{name}/{device}": state for name, by_device in states.items() for device, state in by_device.items()},
+              os.path.join(checkpoint, ROLLOUT_RNG_FILE))
+
+
+def load_rollout_rng(checkpoint: str) -> dict[str, dict[str, torch.Tensor]]:
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, state in load_file(os.path.join(checkpoint, ROLLOUT_RNG_FILE)).items():
+        name, device = key.split("/", 1)
+        states.setdefault(name, {})[device] = state
+    return states

@@ -191,7 +191,7 @@ def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False)
         check_requirements(cfg)
     if command == "train" and resume:  # both fail before any actor starts
         from rl_system.checkpoints import check_training_state
-        from rl_system.learner import TRAINING_STATE_DIR
+        from rl_system.checkpoints import TRAINING_STATE_DIR
         from rl_system.pipeline.r1_zero import trainer_state
 
         trainer_state(Path(cfg.output_dir) / "checkpoint")

@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 
 from rl_system.buffer import GroupLedger
+from rl_system.checkpoints import TRAINING_STATE_DIR, load_rollout_rng, save_rollout_rng
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.envs.runner import LocalEnvs
-from rl_system.learner import TRAINING_STATE_DIR, Learner, load_rollout_rng, save_rollout_rng
+from rl_system.learner import Learner
 from rl_system.models import announce, detect, load_policy, load_tokenizer, pick_device, resolve
 from rl_system.rewards.scoring import GroupScorer
-from rl_system.rollout import sample_batch
+from rl_system.rollout import HFSampler
 from rl_system.weights import load_packed_weights
 
 
@@ -34,8 +35,8 @@ class LocalWorkers:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.learner.setup("127.0.0.1", port, publish_dtype=rollout.dtype)
-        self.tokenizer = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code)
-        self.model = load_policy(cfg.model, rollout.dtype, self.device).eval()
+        self.sampler = HFSampler(cfg, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code),
+                                 load_policy(cfg.model, rollout.dtype, self.device).eval())
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself
         self.policy_version = 0
         self.envs = LocalEnvs(cfg.env) if cfg.env.name else None  # multi-turn: one runner, not one per call
@@ -48,8 +49,8 @@ class LocalWorkers:
     def generate(self, problems: list[Problem], greedy: bool = False, max_new_tokens: int | None = None,
                  n: int | None = None, prefills: list[str] | None = None,
                  stop_strings: tuple[str, ...] | None = None, score: bool = False) -> list:
-        return sample_batch(self.model, self.tokenizer, self.cfg, problems, self.policy_version, greedy,
-                            max_new_tokens, n, prefills, stop_strings, self.envs)
+        return self.sampler.sample(problems, self.policy_version, greedy, max_new_tokens, n, prefills, stop_strings,
+                                   self.envs)
 
     def wait(self, handles: list) -> list:
         return handles
@@ -71,7 +72,8 @@ class LocalWorkers:
         return stats
 
     def sync_weights(self, version: int, wait: bool = True) -> None:
-        self.policy_version = load_packed_weights(self.model, self.learner.packed_weights(), expected_version=version)
+        self.policy_version = load_packed_weights(self.sampler.model, self.learner.packed_weights(),
+                                                  expected_version=version)
 
     def evaluate(self, problems: list[Problem], max_new_tokens: int) -> list[dict]:
         return self.score(self.generate(problems, greedy=True, max_new_tokens=max_new_tokens))[1]

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rl_system.data import Problem
+from rl_system.data.problem import Problem
 
 # The token payload of a PromptGroup is numpy, one 1-D array per completion, from the sampler to the
 # learner's collate. A group crosses the object store twice (rollout worker -> reward worker ->

@@ -14,7 +14,7 @@ import torch
 
 from rl_system import cli
 from rl_system.checkpoints import CheckpointRefusedError, check_training_state, load_weights_only
-from rl_system.learner import TRAINING_STATE_DIR
+from rl_system.checkpoints import TRAINING_STATE_DIR
 
 
 class Payload:
@@ -97,7 +97,7 @@ rank = Learner(cfg, world_size=1, rank=0)
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-rank.setup("127.0.0.1", port)
+rank.setup("127.0.0.1", port, publish_dtype="float32")
 rank.train(batch(model, 0))
 rank.version = 7
 rank.save_training_state(state)

@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-from rl_system.algorithms.dapo import is_informative, overlong_penalty
+from rl_system.algorithms.dapo import is_informative
 from rl_system.config import RewardConfig, RewardFunctionConfig
 from rl_system.data import Problem, PromptSampler, load_splits
 from rl_system.local import LocalWorkers
 from rl_system.pipeline import r1_zero
+from rl_system.rewards.shaping import overlong_penalty
 from rl_system.rewards.scoring import GroupScorer
 from rl_system.types import PromptGroup
 from tests.test_local_workers import local_config, logged

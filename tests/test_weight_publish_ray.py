@@ -25,7 +25,7 @@ def shift_learner(rank, shift: float, version: int) -> None:
 
 def rollout_view(worker) -> tuple[str, float, int]:
     """(node, sum of the worker's weights, shared slots it has mapped)."""
-    total = sum(float(p.detach().double().sum()) for p in worker.model.parameters())
+    total = sum(float(p.detach().double().sum()) for p in worker.sampler.model.parameters())
     return worker.node_id, total, len(worker.shared_weights._mapped)
 
 

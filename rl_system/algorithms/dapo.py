@@ -1,7 +1,7 @@
-"""DAPO's sampling-side pieces (Yu et al. 2025, arXiv 2503.14476): soft overlong punishment, a
-length penalty the reward scorer adds (`reward.overlong_buffer`), and dynamic sampling, which
-trains only on prompt groups whose rewards differ (`dynamic_sampling`, run by the r1_zero driver).
-DAPO's token-level loss is `learner.loss_agg: token-mean`; its clip-higher, `learner.epsilon_high`.
+"""DAPO's sampling side (Yu et al. 2025, arXiv 2503.14476): dynamic sampling, which trains only on
+prompt groups whose rewards differ (`dynamic_sampling`, run by the r1_zero driver). DAPO's soft
+overlong punishment is a reward shaping (rl_system/rewards/shaping.py, `reward.overlong_buffer`);
+its token-level loss is `learner.loss_agg: token-mean`; its clip-higher, `learner.epsilon_high`.
 
 No config import here: rl_system/config.py imports this module for DynamicSamplingConfig.
 """
@@ -17,22 +17,6 @@ class DynamicSamplingConfig:
     spread are held, or max_rounds generation rounds (the first included) have run."""
     enabled: bool = False
     max_rounds: int = 4
-
-
-def overlong_penalty(lengths: list[int], max_new_tokens: int, buffer: int, penalty: float = 1.0) -> list[float]:
-    """DAPO's soft overlong punishment of completions of `lengths` tokens, with L = max_new_tokens and
-    B = buffer: 0 up to L - B tokens, then a linear ramp to -penalty at L, and -penalty beyond it:
-    R(y) = 0 if |y| <= L - B;  (L - B - |y|) / B * penalty if L - B < |y| <= L;  -penalty if |y| > L."""
-    start = max_new_tokens - buffer  # the longest completion that costs nothing
-    out = []
-    for n in lengths:
-        if n <= start:
-            out.append(0.0)
-        elif n <= max_new_tokens:  # here buffer > 0
-            out.append((start - n) / buffer * penalty)
-        else:
-            out.append(-penalty)
-    return out
 
 
 def is_informative(summary: dict) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from rl_system.data.sources import Problem
+from rl_system.data.problem import Problem
 
 HELPFUL_TEMPLATES = [
     "Write one friendly sentence to welcome a new {person} to the team.",

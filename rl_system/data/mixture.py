@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 from rl_system.config import CurriculumConfig, DataConfig
-from rl_system.data.sources import Problem, PromptSampler
+from rl_system.data.problem import Problem
+from rl_system.data.sources import PromptSampler
 from rl_system.metrics import mean
 
 BLOCK_DRAWS = 1000  # draws per block of the task schedule: each task's share is its weight's to within 1/2000

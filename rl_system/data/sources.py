@@ -6,23 +6,14 @@ import random
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 
 from rl_system.config import DataConfig, TaskConfig, preview
+from rl_system.data.general import general_problems
+from rl_system.data.problem import Problem
 from rl_system.rundir import swap_in
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One question with its reference answer and the columns reward functions receive."""
-    problem_id: int
-    question: str
-    answer: str
-    columns: dict = field(default_factory=dict)  # passed as **columns to reward functions
-    task: str = ""  # the data.tasks entry it comes from; "" in a one-task run
-    level: int = 0  # the task's curriculum level (its index in the task's levels)
 
 
 class DatasetError(ValueError):
@@ -47,8 +38,6 @@ def load_splits(cfg: DataConfig) -> tuple[list[Problem], list[Problem]]:
     train = _interleaved(per_pool)
     held_out = _interleaved([pool.problems(pool.held_out) for pool in pools])
     if cfg.general_prompts:
-        from rl_system.data.general import general_problems
-
         general = general_problems(cfg.general_prompts, cfg.seed, start_id=len(train))
         train += [replace(p, task="general") for p in general] if cfg.tasks else general
     return train, held_out

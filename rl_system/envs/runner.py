@@ -1,4 +1,4 @@
-"""Where a rollout's environments run. The multi-turn loop (rl_system/rollout_multiturn.py) talks to
+"""Where a rollout's environments run. The multi-turn loop (rl_system/rollout/multiturn.py) talks to
 an environment runner: `reset` starts one environment per trajectory, `step` sends the open
 trajectories' latest turns and gets a StepResult for each.
 

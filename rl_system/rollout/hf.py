@@ -1,27 +1,20 @@
-"""Sampling G completions per prompt with a KV cache, recording behaviour log-probs."""
+"""The HF rollout backend (rollout.backend=hf): transformers' generate with a KV cache, G completions
+per prompt from one prompt forward, recording each sampled token's behaviour log-prob."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
 from rl_system.config import TrainConfig
-from rl_system.data import Problem, format_prompt
+from rl_system.data import Problem
+from rl_system.rollout.base import Sampler
+from rl_system.rollout.multiturn import TurnSampler
+from rl_system.rollout.params import SamplingParams, chat_texts
 from rl_system.training import padded_positions
 from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    n: int = 8
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    greedy: bool = False
-    stop_strings: tuple[str, ...] = ("</answer>",)
 
 
 class StopRecorder(StoppingCriteria):
@@ -75,15 +68,9 @@ class SampledLogprobs(LogitsProcessor, StoppingCriteria):
 def encode_prompts(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str],
                    device: torch.device | str = "cpu") -> dict:
     """The problems' chat prompts, each continued by its prefill, left-padded into one batch."""
-    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    enc = tokenizer(chat_texts(tokenizer, problems, system_prompt, prefills), return_tensors="pt", padding=True,
+                    padding_side="left", add_special_tokens=False)
     return {k: v.to(device) for k, v in enc.items()}
-
-
-def prompt_token_ids(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str]) -> list[list[int]]:
-    """Each problem's chat prompt continued by its prefill, as token ids (the ids encode_prompts pads)."""
-    texts = [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
@@ -154,32 +141,35 @@ def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingP
     return groups
 
 
-def sampling_params(cfg: TrainConfig, greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
-                    stop_strings: tuple[str, ...] | None = None) -> SamplingParams:
-    """The run's rollout settings; any argument given overrides its setting."""
-    rc = cfg.rollout
-    return SamplingParams(n=1 if greedy else (n or rc.group_size), max_new_tokens=max_new_tokens or rc.max_new_tokens,
-                          temperature=rc.temperature, top_p=rc.top_p, top_k=rc.top_k, greedy=greedy,
-                          stop_strings=stop_strings or rc.stop_strings)
+def hf_turns(model, tokenizer, params: SamplingParams) -> TurnSampler:
+    """The HF backend's TurnSampler: the rows left-padded into one batch (sample_with_logprobs)."""
+    def sample_turn(rows: list[list[int]], stop_strings: tuple[str, ...]):
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention[i, width - len(row):] = 1
+        inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+        return sample_with_logprobs(model, tokenizer, inputs, width, len(rows), params, stop_strings)
+    return sample_turn
 
 
-def sample_batch(model, tokenizer, cfg: TrainConfig, problems: list[Problem], policy_version: int,
-                 greedy: bool = False, max_new_tokens: int | None = None, n: int | None = None,
-                 prefills: list[str] | None = None, stop_strings: tuple[str, ...] | None = None,
-                 envs=None) -> list[PromptGroup]:
-    """generate_groups with sampling_params(...), in chunks of at most rollout.max_batch_sequences
-    sequences, which bounds the KV cache and each step's logits. With env.name, multi-turn rollouts
-    whose environments run on `envs` (an EnvRunner; by default in this process)."""
-    params = sampling_params(cfg, greedy, max_new_tokens, n, stop_strings)
-    per_call = max(1, cfg.rollout.max_batch_sequences // params.n)
-    if cfg.env.name:
-        from rl_system.envs.runner import LocalEnvs
-        from rl_system.rollout_multiturn import generate_multiturn_groups, hf_turns
+class HFSampler(Sampler):
+    """An HF model sampling in calls of at most rollout.max_batch_sequences sequences, which bounds the
+    KV cache and each step's logits."""
 
-        envs, turns = envs or LocalEnvs(cfg.env), hf_turns(model, tokenizer, params)
-        return [g for i in range(0, len(problems), per_call) for g in generate_multiturn_groups(
-            turns, tokenizer, problems[i:i + per_call], params, policy_version, envs, cfg.data.system_prompt,
-            cfg.data.prefill, prefills[i:i + per_call] if prefills else None)]
-    return [g for i in range(0, len(problems), per_call) for g in generate_groups(
-        model, tokenizer, problems[i:i + per_call], params, policy_version, cfg.data.system_prompt, cfg.data.prefill,
-        prefills[i:i + per_call] if prefills else None)]
+    def __init__(self, cfg: TrainConfig, tokenizer, model):
+        super().__init__(cfg, tokenizer)
+        self.model = model
+
+    def problems_per_call(self, params: SamplingParams) -> int:
+        return max(1, self.cfg.rollout.max_batch_sequences // params.n)
+
+    def single_turn_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
+                           prefills: list[str]) -> list[PromptGroup]:
+        return generate_groups(self.model, self.tokenizer, problems, params, policy_version, self.cfg.data.system_prompt,
+                               prefills=prefills)
+
+    def turns(self, params: SamplingParams) -> TurnSampler:
+        return hf_turns(self.model, self.tokenizer, params)

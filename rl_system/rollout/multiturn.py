@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
+
 from rl_system.data import Problem
 from rl_system.envs.runner import EnvRunner
-from rl_system.rollout import SamplingParams, prompt_token_ids, sample_with_logprobs
+from rl_system.rollout.params import SamplingParams, prompt_token_ids
 from rl_system.types import PromptGroup, logprob_array, mask_array, token_array
 
 # One model turn for each row of token ids, given the stop strings: (ids, their log-probs, stopped) per row,
-# ids and log-probs as arrays or lists. hf_turns gives the HF backend's; rl_system/rollout_vllm.py's
-# VLLMSampler.sample_turn is vLLM's.
+# ids and log-probs as arrays or lists: each backend's Sampler.turns (rollout/hf.py, rollout/vllm.py).
 TurnSampler = Callable[[list[list[int]], tuple[str, ...]], list[tuple[np.ndarray, np.ndarray, bool]]]
 
 
@@ -44,20 +43,6 @@ class Trajectory:
         self.ids += ids
         self.loss_mask += [0 if logprobs is None else 1] * len(ids)
         self.logprobs += [0.0] * len(ids) if logprobs is None else np.asarray(logprobs).tolist()
-
-
-def hf_turns(model, tokenizer, params: SamplingParams) -> TurnSampler:
-    """The HF backend's TurnSampler: the rows left-padded into one batch (sample_with_logprobs)."""
-    def sample_turn(rows: list[list[int]], stop_strings: tuple[str, ...]):
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row):] = torch.tensor(row)
-            attention[i, width - len(row):] = 1
-        inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
-        return sample_with_logprobs(model, tokenizer, inputs, width, len(rows), params, stop_strings)
-    return sample_turn
 
 
 def generate_multiturn_groups(sample_turn: TurnSampler, tokenizer, problems: list[Problem], params: SamplingParams,
