@@ -41,12 +41,6 @@ PENDING_PATHS = {
     "rl_system/config/", "rl_system/config/checks.py", "rl_system/config/choices.py",
     "rl_system/config/sections.py", "rl_system/config/train.py", "rl_system/config/jobs.py",
     "rl_system/config/loader.py", "rl_system/config/reference.py",
-    "rl_system/rollout/", "rl_system/rollout/__init__.py", "rl_system/rollout/base.py",
-    "rl_system/rollout/params.py", "rl_system/rollout/hf.py", "rl_system/rollout/vllm.py",
-    "rl_system/rollout/multiturn.py",
-    "rl_system/learner/", "rl_system/learner/rank.py",
-    "rl_system/learner/deepspeed.py",
-    "rl_system/data/problem.py", "rl_system/rewards/shaping.py",
     "docs/config.md",
 }
 
