@@ -3,20 +3,9 @@ length penalty the reward scorer adds (`reward.overlong_buffer`), and dynamic sa
 trains only on prompt groups whose rewards differ (`dynamic_sampling`, run by the r1_zero driver).
 DAPO's token-level loss is `learner.loss_agg: token-mean`; its clip-higher, `learner.epsilon_high`.
 
-No config import here: rl_system/config.py imports this module for DynamicSamplingConfig.
+Its config, DynamicSamplingConfig, is in rl_system/config/sections.py.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class DynamicSamplingConfig:
-    """A group whose G rewards are all equal has zero advantage everywhere: no gradient. With this on,
-    the driver drops such groups and samples more prompts until prompts_per_step groups with some
-    spread are held, or max_rounds generation rounds (the first included) have run."""
-    enabled: bool = False
-    max_rounds: int = 4
 
 
 def overlong_penalty(lengths: list[int], max_new_tokens: int, buffer: int, penalty: float = 1.0) -> list[float]:
