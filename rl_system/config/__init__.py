@@ -11,10 +11,10 @@ train.py    TrainConfig: the sections and the rules that read several of them
 jobs.py     the configs of `sft` / `distill` and `train-orm` / `train-prm`
 loader.py   load_config: YAML, overrides, coercion
 """
-from rl_system.config.checks import ConfigError, check_precision, preview
+from rl_system.config.checks import ConfigError, preview
 from rl_system.config.choices import (
     ADVANTAGE_ESTIMATORS, ATTN_IMPLEMENTATIONS, AUTO, DTYPES, LOSS_AGG_MODES, PLACEMENT_STRATEGIES, POLICY_LOSSES,
-    PRM_AGGREGATES, PROMPT_KINDS, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS,
+    LANGUAGES, PRM_AGGREGATES, PROMPT_KINDS, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS,
 )
 from rl_system.config.jobs import RewardModelTrainConfig, SFTConfig
 from rl_system.config.loader import build, load_config, to_dict

@@ -1,18 +1,24 @@
-"""The config's error type and the checks every section uses: one line naming the key."""
+"""The config's error type, and how a config field is declared and checked.
+
+A field is declared with `setting(default, description, *rules)`: its one-line description and its
+rules live beside it, once. A `Rule` carries both its test and the words for what it allows, so the
+error ("config key 'k': expected <words>, got <value>") and the allowed column of docs/config.md
+come from the same place. Rules that read more than one field are code in the sections' checks.
+"""
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
 import reprlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from rl_system.config.choices import AUTO, DTYPES
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message is one line naming the key."""
-
 
 
 def check(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -43,15 +49,75 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def check_precision(key: str, value: str) -> None:
-    check(value == AUTO or value in DTYPES, key, f"auto or one of {', '.join(DTYPES)}", value)
+@dataclass(frozen=True)
+class Rule:
+    """What a key allows: `ok` decides, `expected` says it. `shown` is how a bad value appears in the
+    message (the list the YAML had, say, rather than the tuple it was loaded as)."""
+    ok: Callable[[Any], bool]
+    expected: str
+    shown: Callable[[Any], Any] = lambda value: value
+
+    def check(self, key: str, value: Any) -> None:
+        check(self.ok(value), key, self.expected, self.shown(value))
 
 
-def check_sampling(section: str, temperature: float, top_p: float, top_k: int) -> None:
-    check(temperature > 0, f"{section}.temperature", "a positive number", temperature)
-    check(0 < top_p <= 1, f"{section}.top_p", "a number in (0, 1]", top_p)
-    check(top_k >= 0, f"{section}.top_k", "an integer >= 0 (0: off)", top_k)
+def one_of(choices: tuple, expected: str | None = None) -> Rule:
+    return Rule(lambda value: value in choices, expected or f"one of {choices}")
 
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+POSITIVE_INT = Rule(lambda v: v > 0, "a positive integer")
+POSITIVE = Rule(lambda v: v > 0, "a positive number")
+NON_NEGATIVE_INT = Rule(lambda v: v >= 0, "an integer >= 0")
+NON_NEGATIVE = Rule(lambda v: v >= 0, "a number >= 0")
+UNIT_INTERVAL = Rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+NON_EMPTY = Rule(bool, "a non-empty string")
+TOP_K = Rule(lambda v: v >= 0, "an integer >= 0 (0: off)")
+ZERO_STAGE = one_of((0, 1, 2, 3), "0, 1, 2 or 3")
+PRECISION = Rule(lambda v: v == AUTO or v in DTYPES, f"auto or one of {', '.join(DTYPES)}")
+
+HELP, RULES = "help", "rules"  # the metadata keys of a field declared by setting()
+
+
+def setting(default: Any, help: str, *rules: Rule) -> Any:
+    """A config field: its default (dataclasses.MISSING: required), its one-line description, its rules.
+    A mapping default is copied for each config, as a default_factory would."""
+    metadata = {HELP: help, RULES: rules}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def section(cls: type, help: str = "") -> Any:
+    """A field holding a config section; the section's docstring describes it, `help` only what this place adds."""
+    return dataclasses.field(default_factory=cls, metadata={HELP: help, RULES: ()})
+
+
+def check_rules(config: Any, prefix: str) -> None:
+    """Each field's declared rules, in the order the fields are declared; keys are named `prefix` + field."""
+    for f in dataclasses.fields(config):
+        for rule in f.metadata.get(RULES, ()):
+            rule.check(prefix + f.name, getattr(config, f.name))
+
+
+def check_tree(config: Any, prefix: str) -> None:
+    """check_rules on a config and on every section below it, a list's sections named `key[i].`."""
+    check_rules(config, prefix)
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_tree(value, key + ".")
+        elif isinstance(value, tuple):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    check_tree(item, f"{key}[{i}].")
 
 
 def check_finite(config: Any, prefix: str) -> None:
@@ -66,3 +132,8 @@ def check_finite(config: Any, prefix: str) -> None:
             elif isinstance(item, float):
                 check(math.isfinite(item), where, "a finite number", item)
 
+
+def check_section(config: Any, prefix: str) -> None:
+    """What every section checks first: its numbers are finite, then its fields' declared rules."""
+    check_finite(config, prefix)
+    check_rules(config, prefix)

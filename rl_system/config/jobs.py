@@ -1,75 +1,64 @@
-"""The configs of the jobs that run outside a training run: SFT / distillation, reward-model training."""
+"""The configs of the jobs that run outside a training run: SFT / distillation, reward-model training.
+
+Each is a whole config of its own (its keys have no prefix): `python -m rl_system sft key=value`.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rl_system.config.checks import check, check_finite, check_precision
+from rl_system.config.checks import (
+    NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, ZERO_STAGE, Rule, check_section, one_of, setting,
+)
 
 
 @dataclass(frozen=True)
 class SFTConfig:
     """`sft` / `distill`: supervised fine-tuning on chat data on Ray Train (DeepSpeed on N workers)."""
-    base_model: str = "models/smollm2-135m-instruct"  # the model trained (the student when distilling)
-    data: str = "runs/sft_data"  # a datasets directory or json/jsonl/parquet with a `messages` column
-    output_dir: str = "runs/sft"
-    teacher_model: str = ""  # distillation: the teacher whose token distribution the student follows
-    distill_weight: float = 1.0  # with a teacher: 1 = pure forward KL, 0 = plain cross-entropy
-    temperature: float = 1.0  # distillation temperature (the KL term is scaled by T^2)
-    epochs: int = 2
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    micro_batch_size: int = 8  # sequences per worker per step
-    max_length: int = 512
-    grad_clip: float = 1.0
-    num_workers: int = 2  # Ray Train workers = DeepSpeed ranks
-    zero_stage: int = 2
-    deepspeed: dict = field(default_factory=dict)  # merged over the generated DeepSpeed JSON
-    autocast_dtype: str = "auto"  # as learner.autocast_dtype, resolved on each worker's device
-    num_cpus_per_worker: float = 1.0
-    use_gpu: bool = False
-    seed: int = 0
-    trust_remote_code: bool = False
-    schedule_timeout_s: float = 600.0  # as cluster.schedule_timeout_s, for `sft` / `distill` on their own
+    base_model: str = setting("models/smollm2-135m-instruct", "the model trained (the student when distilling)")
+    data: str = setting("runs/sft_data", "a datasets directory or json/jsonl/parquet with a `messages` column")
+    output_dir: str = setting("runs/sft", "where the fine-tuned model is written")
+    teacher_model: str = setting("", "distillation: the teacher whose token distribution the student follows")
+    distill_weight: float = setting(1.0, "with a teacher: 1 = pure forward KL, 0 = plain cross-entropy",
+                                    Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+    temperature: float = setting(1.0, "distillation temperature (the KL term is scaled by T^2)", POSITIVE)
+    epochs: int = setting(2, "passes over the data", POSITIVE_INT)
+    lr: float = setting(1e-5, "learning rate (AdamW)", POSITIVE)
+    weight_decay: float = setting(0.0, "AdamW weight decay", NON_NEGATIVE)
+    micro_batch_size: int = setting(8, "sequences per worker per step", POSITIVE_INT)
+    max_length: int = setting(512, "longest training sequence, in tokens", POSITIVE_INT)
+    grad_clip: float = setting(1.0, "gradient-norm clip; 0 = none", Rule(lambda v: v >= 0, "a number >= 0 (0: no clipping)"))
+    num_workers: int = setting(2, "Ray Train workers = DeepSpeed ranks", POSITIVE_INT)
+    zero_stage: int = setting(2, "DeepSpeed ZeRO stage", ZERO_STAGE)
+    deepspeed: dict = setting({}, "merged over the generated DeepSpeed JSON")
+    autocast_dtype: str = setting("auto", "as learner.autocast_dtype, resolved on each worker's device", PRECISION)
+    num_cpus_per_worker: float = setting(1.0, "CPUs reserved per worker", NON_NEGATIVE)
+    use_gpu: bool = setting(False, "one GPU per worker")
+    seed: int = setting(0, "seed of the data order and initialisation")
+    trust_remote_code: bool = setting(False, "let transformers run the model directory's own code")
+    schedule_timeout_s: float = setting(600.0, "as cluster.schedule_timeout_s, for `sft` / `distill` on their own",
+                                        POSITIVE)
 
     def __post_init__(self) -> None:
-        check_finite(self, "")
-        check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
-        check(self.grad_clip >= 0, "grad_clip", "a number >= 0 (0: no clipping)", self.grad_clip)
-        check(self.schedule_timeout_s > 0, "schedule_timeout_s", "a positive number", self.schedule_timeout_s)
-        check(self.num_cpus_per_worker >= 0, "num_cpus_per_worker", "a number >= 0", self.num_cpus_per_worker)
-        for key in ("epochs", "micro_batch_size", "max_length", "num_workers"):
-            check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        check(self.lr > 0, "lr", "a positive number", self.lr)
-        check(self.temperature > 0, "temperature", "a positive number", self.temperature)
-        check(0 <= self.distill_weight <= 1, "distill_weight", "a number in [0, 1]", self.distill_weight)
-        check(self.zero_stage in (0, 1, 2, 3), "zero_stage", "0, 1, 2 or 3", self.zero_stage)
-        check_precision("autocast_dtype", self.autocast_dtype)
+        check_section(self, "")
 
 
 @dataclass(frozen=True)
 class RewardModelTrainConfig:
     """`train-orm` / `train-prm`: a scalar head on a causal LM, trained on collect-samples output."""
-    base_model: str = "models/smollm2-135m-instruct"
-    samples: str = "runs/samples"  # a datasets directory from collect-samples
-    output_dir: str = "runs/orm"
-    kind: str = "orm"  # set by the command
-    epochs: int = 2
-    lr: float = 2e-5
-    batch_size: int = 8
-    max_length: int = 512
-    weight_decay: float = 0.0
-    autocast_dtype: str = "auto"  # as learner.autocast_dtype; float16 trains with torch.amp's loss scaler
-    seed: int = 0
-    num_threads: int = 0  # 0 = all cores
-    trust_remote_code: bool = False
+    base_model: str = setting("models/smollm2-135m-instruct", "the causal LM the scalar head goes on")
+    samples: str = setting("runs/samples", "a datasets directory from collect-samples")
+    output_dir: str = setting("runs/orm", "where the reward model is written")
+    kind: str = setting("orm", "orm or prm: set by the command", one_of(("orm", "prm"), "'orm' or 'prm'"))
+    epochs: int = setting(2, "passes over the samples", POSITIVE_INT)
+    lr: float = setting(2e-5, "learning rate (AdamW)", POSITIVE)
+    batch_size: int = setting(8, "samples per step", POSITIVE_INT)
+    max_length: int = setting(512, "longest sample, in tokens", POSITIVE_INT)
+    weight_decay: float = setting(0.0, "AdamW weight decay", NON_NEGATIVE)
+    autocast_dtype: str = setting("auto", "as learner.autocast_dtype; float16 trains with torch.amp's loss scaler",
+                                  PRECISION)
+    seed: int = setting(0, "seed of the data order and the head's initialisation")
+    num_threads: int = setting(0, "torch threads; 0 = all cores", Rule(lambda v: v >= 0, "an integer >= 0 (0: all cores)"))
+    trust_remote_code: bool = setting(False, "let transformers run the model directory's own code")
 
     def __post_init__(self) -> None:
-        check_finite(self, "")
-        check(self.kind in ("orm", "prm"), "kind", "'orm' or 'prm'", self.kind)
-        check(self.weight_decay >= 0, "weight_decay", "a number >= 0", self.weight_decay)
-        check(self.num_threads >= 0, "num_threads", "an integer >= 0 (0: all cores)", self.num_threads)
-        for key in ("epochs", "batch_size", "max_length"):
-            check(getattr(self, key) > 0, key, "a positive integer", getattr(self, key))
-        check(self.lr > 0, "lr", "a positive number", self.lr)
-        check_precision("autocast_dtype", self.autocast_dtype)
-
+        check_section(self, "")
