@@ -286,7 +286,7 @@ class LearnerConfig:
     num_threads: int = setting(0, "torch threads per rank; 0 = machine cores / ranks", NON_NEGATIVE)
     memory: float = setting(0.0, "bytes of Ray's logical `memory` resource per rank; 0 = none reserved", NON_NEGATIVE)
     resources: dict = setting({}, "custom Ray resources per rank, e.g. {learner: 1}")
-    lora: LoraConfig = section(LoraConfig, "r > 0: train LoRA adapters only")
+    lora: LoraConfig = section(LoraConfig)
 
     def compute_request(self) -> tuple[str, str]:
         """(the dtype the learner asks for, the key that asks): bf16_weights asks for bfloat16."""
@@ -380,7 +380,7 @@ class SearchConfig:
     split: str = setting("held_out", "'train': the first num_problems of the training split instead, to choose the "
                                      "sampling settings without looking at the held-out split",
                          one_of(("held_out", "train"), "'held_out' or 'train'"))
-    tasks: tuple[str, ...] = setting((), "in a data.tasks mixture: only these tasks' problems (() = every task)")
+    tasks: tuple[str, ...] = setting((), "in a data.tasks mixture: only these tasks' problems ([] = every task)")
     # How maj / bon / wbon answers, beam steps and MCTS expansions and rollouts are sampled (greedy is greedy);
     # rollout.temperature etc. are training's. 0.3: the best maj@8 on training problems of the mixture's
     # policy (benchmarks/transfer.py, results.md (n); by a point: 1.0 and 0.6 were a tie).

@@ -159,8 +159,8 @@ def _validate_rewards(c: TrainConfig) -> None:
 
 
 def _validate_cluster_resources(c: TrainConfig) -> None:
-    for role, section in (("rollout", c.rollout), ("learner", c.learner), ("reward", c.reward)):
-        for name, amount in section.resources.items():
+    for role, part in (("rollout", c.rollout), ("learner", c.learner), ("reward", c.reward)):
+        for name, amount in part.resources.items():
             check(name not in RAY_BUILTIN_RESOURCES, f"{role}.resources", f"custom resource names only "
                    f"({role}.num_cpus / num_gpus / memory set the built-in ones)", name)
             check(isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0,
