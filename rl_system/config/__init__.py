@@ -1,15 +1,18 @@
 """Typed run configuration: frozen dataclasses loaded from YAML plus `a.b=c` overrides.
 
 Every problem is reported as one line naming the key: an unknown key, a wrong type, or a
-value outside its range all raise ConfigError before any worker starts. The ground floor of
+value outside its range all raise ConfigError before any worker starts. Each key is declared
+once, with its default, its one-line description and its rules (checks.setting); docs/config.md
+is written from those declarations (`python -m rl_system config-docs`). The ground floor of
 rl_system: it imports nothing else of it, and no torch.
 
-checks.py   ConfigError and the checks the sections share
-choices.py  the choices shared with the modules that act on them (dtype names, loss modes, ...)
-sections.py one dataclass per section of a run's config
-train.py    TrainConfig: the sections and the rules that read several of them
-jobs.py     the configs of `sft` / `distill` and `train-orm` / `train-prm`
-loader.py   load_config: YAML, overrides, coercion
+checks.py    ConfigError; setting / section / Rule: how a key is declared and checked
+choices.py   the choices shared with the modules that act on them (dtype names, loss modes, ...)
+sections.py  one dataclass per section of a run's config
+train.py     TrainConfig: the sections, the top-level keys, and the rules that read several keys
+jobs.py      the configs of `sft` / `distill` and `train-orm` / `train-prm`
+loader.py    load_config: YAML, overrides, coercion
+reference.py the text of docs/config.md, from the declarations
 """
 from rl_system.config.checks import ConfigError, preview
 from rl_system.config.choices import (

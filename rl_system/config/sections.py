@@ -22,7 +22,8 @@ from rl_system.config.choices import (
 
 SOURCES = ("reasoning_gym", "file")
 ORM_OR_PRM = one_of(("orm", "prm"), "'orm' or 'prm'")
-TAG_RULE = Rule(lambda v: isinstance(v, str) and bool(TAG_NAME.match(v)), "a tag name like 'tool' (letters, digits, _ or -)")
+TAG_RULE = Rule(lambda v: isinstance(v, str) and bool(TAG_NAME.match(v)),
+                "a tag name like 'tool' (letters, digits, _ or -)")
 
 
 @dataclass(frozen=True)
