@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, TrainConfig, load_config, sampling_for
+from rl_system.config.reference import COMMAND as DOCS_COMMAND, DOCS_PATH, reference
 from rl_system.envs.python_tool import JailUnavailableError, check_isolation
 from rl_system.resources import SchedulingError
 from rl_system.rundir import check_run_dir, start_run_dir
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     rm_eval.add_argument("--prm", default=None, help="PRM directory")
     rm_eval.add_argument("--aggregate", default="min", choices=["min", "last", "product"])
     rm_eval.add_argument("--output", default=None, help="write the results as JSON here too")
+    docs = sub.add_parser("config-docs", help=f"write {DOCS_PATH}, the reference of every config key "
+                                              "(type, default, allowed values, description), from the config classes")
+    docs.add_argument("--output", default=DOCS_PATH, help=f"where to write it (default: {DOCS_PATH})")
+    docs.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file differs from what "
+                                                           "would be written")
     args = parser.parse_args(argv)
 
     try:
@@ -108,8 +114,22 @@ def main(argv: list[str] | None = None) -> None:
                 print(path)
         elif args.command == "eval-rm":
             print(json.dumps(eval_reward_models(args), indent=2))
+        elif args.command == "config-docs":
+            print(write_config_docs(args.output, args.check))
     except (ConfigError, FileNotFoundError, ValueError, SchedulingError, JailUnavailableError) as e:
         sys.exit(f"error: {e}")
+
+
+def write_config_docs(path: str, check: bool = False) -> str:
+    """Writes the config reference to `path` (with check: compares it, exiting 1 if it differs)."""
+    text, target = reference(), Path(path)
+    if check:
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            sys.exit(f"error: {path} is not what the config classes give; run `{DOCS_COMMAND}`")
+        return f"{path} is up to date"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return f"wrote {path}"
 
 
 def _add_overwrite(cmd, name: str) -> None:

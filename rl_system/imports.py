@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rl_system.config import one_line
+
+
 
 def import_object(spec: str, where: str, form: str, error: type[Exception] = ValueError) -> Any:
     """The object `spec` = 'package.module:attr' names; `where` prefixes every message
@@ -22,8 +25,6 @@ def import_object(spec: str, where: str, form: str, error: type[Exception] = Val
     except BaseException as e:  # the module itself raised while being imported (SyntaxError, sys.exit, ...)
         if isinstance(e, KeyboardInterrupt):
             raise
-        from rl_system.data.sources import one_line
-
         raise error(f"{where}: importing module '{module}' raised {one_line(e)}") from None
     if not hasattr(loaded, attr):
         raise error(f"{where}: module '{module}' has no '{attr}'")

@@ -35,14 +35,6 @@ DOCS = REPO / "docs"
 RAY = str(Path(sys.executable).with_name("ray"))
 README_MAX_CHARS = 10_500
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
-# Paths the pages name that the code half of issue 28 (the package moves) creates. Once a path
-# exists, test_pending_paths_are_still_pending says to take it off this list.
-PENDING_PATHS = {
-    "rl_system/config/", "rl_system/config/checks.py", "rl_system/config/choices.py",
-    "rl_system/config/sections.py", "rl_system/config/train.py", "rl_system/config/jobs.py",
-    "rl_system/config/loader.py", "rl_system/config/reference.py",
-    "docs/config.md",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +192,11 @@ def _auth_mode(command: str) -> None:
     assert 'os.environ.setdefault("RAY_AUTH_MODE", "token")' in (REPO / "tests/conftest.py").read_text()
 
 
+def _config_docs(command: str) -> None:
+    result = run([sys.executable, "-m", "rl_system", "config-docs", "--check"])  # writes nothing
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _job_submit(command: str) -> None:
     if command == "ray job submit":  # the inline mention
         return
@@ -221,6 +218,8 @@ COMMANDS = [
     Exercised(r"python -m rl_system train --config configs/r1_zero\.yaml( \S+=\S+)*",
               "config and overrides load here; tests/test_cluster_jobs.py runs train on this config to the end",
               _train_demo_config),
+    Exercised(r"python -m rl_system config-docs", "runs here with --check: docs/config.md is what it writes",
+              _config_docs),
     Exercised(r"source \.venv/bin/activate", "runs here (the suite's venv)", _activate),
     Exercised(r"ray get-auth-token --generate > /dev/null", "runs here, with HOME in a temporary folder",
               _auth_token),
@@ -346,20 +345,12 @@ def test_every_path_the_pages_name_exists():
     missing = {}
     for page in pages():
         for path in named_paths(page.read_text()):
-            if not (REPO / path).exists() and path not in PENDING_PATHS:
+            if not (REPO / path).exists():
                 missing.setdefault(page.name, []).append(path)
-    tree_missing = sorted(p for p in package_tree_paths() if not (REPO / p).exists() and p not in PENDING_PATHS)
+    tree_missing = sorted(p for p in package_tree_paths() if not (REPO / p).exists())
     if tree_missing:
         missing["architecture.md (the core's tree)"] = tree_missing
     assert not missing, f"pages name paths that do not exist: {missing}"
-
-
-def test_pending_paths_are_still_pending():
-    arrived = sorted(p for p in PENDING_PATHS if (REPO / p).exists())
-    assert not arrived, f"these exist now: take them off PENDING_PATHS in tests/test_docs.py: {arrived}"
-    named = package_tree_paths().union(*(named_paths(page.read_text()) for page in pages()))
-    unnamed = sorted(PENDING_PATHS - named)
-    assert not unnamed, f"no page names these any more: take them off PENDING_PATHS: {unnamed}"
 
 
 def excerpts() -> list[tuple[str, str, str]]:

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from rl_system.config import ConfigError, _build
+from rl_system.config import ConfigError, build
 from rl_system.envs import (EnvConfig, StepResult, UnknownEnvironmentError, calculate, format_observation, make_env,
                             parse_tool_call, resolve_env, truncate)
 from rl_system.envs.calculator import CalculatorEnv, evaluate
@@ -161,10 +161,10 @@ def test_env_config_defaults_and_checks():
 
 
 def test_env_config_loads_like_the_other_sections():
-    cfg = _build(EnvConfig, {"name": "calculator", "max_turns": 3, "timeout_s": 2}, "env.")
+    cfg = build(EnvConfig, {"name": "calculator", "max_turns": 3, "timeout_s": 2}, "env.")
     assert cfg == EnvConfig(name="calculator", max_turns=3, timeout_s=2.0)
     with pytest.raises(ConfigError, match="config key 'env.max_turns': expected an integer"):
-        _build(EnvConfig, {"max_turns": "3"}, "env.")
+        build(EnvConfig, {"max_turns": "3"}, "env.")
 
 
 class EchoEnv:

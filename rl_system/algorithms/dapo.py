@@ -3,20 +3,9 @@ prompt groups whose rewards differ (`dynamic_sampling`, run by the r1_zero drive
 overlong punishment is a reward shaping (rl_system/rewards/shaping.py, `reward.overlong_buffer`);
 its token-level loss is `learner.loss_agg: token-mean`; its clip-higher, `learner.epsilon_high`.
 
-No config import here: rl_system/config.py imports this module for DynamicSamplingConfig.
+Its config, DynamicSamplingConfig, is in rl_system/config/sections.py.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class DynamicSamplingConfig:
-    """A group whose G rewards are all equal has zero advantage everywhere: no gradient. With this on,
-    the driver drops such groups and samples more prompts until prompts_per_step groups with some
-    spread are held, or max_rounds generation rounds (the first included) have run."""
-    enabled: bool = False
-    max_rounds: int = 4
 
 
 def is_informative(summary: dict) -> bool:

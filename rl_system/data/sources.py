@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 
-from rl_system.config import DataConfig, TaskConfig, preview
+from rl_system.config import DataConfig, TaskConfig, one_line, preview
 from rl_system.data.general import general_problems
 from rl_system.data.problem import Problem
 from rl_system.rundir import swap_in
@@ -307,12 +307,6 @@ def read_datasets_dir(path: Path, key: str) -> Table:
     if len(table) == 0:
         raise DatasetError(f"{key} '{path}': no rows")
     return Table(path, key, list(table), list(table.column_names))
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 def brief(value) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from rl_system.envs.base import Environment, StepResult, ToolEnvironment, format_observation, parse_tool_call, truncate
 from rl_system.envs.calculator import CalculatorEnv, calculate
-from rl_system.envs.config import EnvConfig
+from rl_system.config import EnvConfig
 from rl_system.envs.python_tool import PythonEnv, run_python
 from rl_system.imports import import_object
 

@@ -15,16 +15,12 @@ trajectory the learner trains on is exactly what was sampled plus the observatio
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from rl_system.envs.config import EnvConfig
-
-# A tag name as written between < and >: kept simple so it can be used in a regex and a stop string.
-TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+    from rl_system.config import EnvConfig
 
 
 @dataclass

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Any, Mapping, Protocol
 
 from rl_system.envs.base import Environment, StepResult
-from rl_system.envs.config import EnvConfig
+from rl_system.config import EnvConfig
 
 # A call's deadline is env.timeout_s plus this: a tool that enforces env.timeout_s itself (the python
 # tool kills its child then) answers with its own error first.

@@ -11,10 +11,9 @@ import threading
 import time
 from contextlib import contextmanager
 
-from rl_system.config import RewardFunctionConfig
+from rl_system.config import RewardFunctionConfig, one_line
 from rl_system.data import Problem
 from rl_system.data.general import prompt_kind
-from rl_system.data.sources import one_line
 from rl_system.rewards import UnknownRewardError, resolve_reward
 from rl_system.rewards.runner import check_scores
 

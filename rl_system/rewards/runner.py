@@ -11,7 +11,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 
-from rl_system.data.sources import one_line
+from rl_system.config import one_line
 from rl_system.rewards import resolve_reward
 
 
