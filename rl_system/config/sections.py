@@ -155,7 +155,7 @@ class RewardConfig:
     memory: float = setting(0.0, "bytes of Ray's logical `memory` resource per worker; 0 = none reserved",
                             NON_NEGATIVE)
     resources: dict = setting({}, "custom Ray resources per worker, e.g. {reward: 1}")
-    # DAPO's soft overlong punishment (algorithms/dapo.py), added to the total as reward/overlong.
+    # DAPO's soft overlong punishment (rewards/shaping.py), added to the total as reward/overlong.
     overlong_buffer: int = setting(0, "DAPO's overlong punishment: 0 up to rollout.max_new_tokens - overlong_buffer "
                                       "tokens, then a ramp down to -overlong_penalty; 0 = off")
     overlong_penalty: float = setting(1.0, "the overlong punishment at rollout.max_new_tokens", NON_NEGATIVE)
