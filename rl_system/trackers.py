@@ -37,10 +37,6 @@ def check_installed(settings: LoggingConfig) -> None:
             require(tracker)
 
 
-def run_name(settings: LoggingConfig, run_dir: Path) -> str:
-    return settings.run_name or Path(run_dir).resolve().name
-
-
 class TensorBoardTracker:
     """Event files in output_dir/tensorboard (`tensorboard --logdir runs/`). A resumed run drops the
     events of the steps it will redo; the results are scalars at the last step."""
@@ -78,8 +74,8 @@ class WandbTracker:
     def __init__(self, settings: LoggingConfig, run_dir: Path, config: dict, resume_after_step: int | None):
         wandb = require("wandb")
         # create_new: the R1 recipe's RL stages are runs of their own in one process.
-        self._run = wandb.init(project=settings.project, name=run_name(settings, run_dir), dir=str(run_dir),
-                               mode=settings.wandb_mode, config=config, reinit="create_new")
+        self._run = wandb.init(project=settings.project, name=settings.run_name or Path(run_dir).resolve().name,
+                               dir=str(run_dir), mode=settings.wandb_mode, config=config, reinit="create_new")
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self._run.log(scalars, step=step)

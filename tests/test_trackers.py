@@ -51,10 +51,19 @@ def wandb_summary(records: list[dict]) -> dict:
     return summary
 
 
-def tensorboard_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+def tensorboard_events(run_dir) -> EventAccumulator:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
+    return events
+
+
+def tensorboard_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    events = tensorboard_events(run_dir)
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_text(run_dir, tag: str) -> str:
+    return tensorboard_events(run_dir).Tensors(f"{tag}/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
 def test_two_steps_reach_every_tracker_with_the_steps_and_values_of_metrics_jsonl(tiny_model_dir, tmp_path,
@@ -92,6 +101,8 @@ def test_two_steps_reach_every_tracker_with_the_steps_and_values_of_metrics_json
         assert [step for step, _ in scalars[key]] == [step for step, _ in values], key
         assert [value for _, value in scalars[key]] == pytest.approx([value for _, value in values], rel=1e-6), key
     assert scalars["held_out/after/accuracy"] == [(2, pytest.approx(results["after"]["accuracy"]))]
+    assert json.loads(tensorboard_text(tmp_path, "config"))["model"]["path"] == str(tiny_model_dir)
+    assert tensorboard_text(tmp_path, "precision") == describe(results["precision"])
 
 
 def test_a_failed_run_closes_its_trackers_readable(tmp_path, offline_wandb):
