@@ -205,6 +205,10 @@ def run_on_ray(command: str, cfg, resume: bool = False, overwrite: bool = False)
     if command == "collect-samples":  # its samples are drawn with collect.temperature / top_p / top_k
         cfg = sampling_for(cfg, cfg.collect)
     _preflight(cfg)
+    if command in ("train", "pipeline"):  # the runs that log steps: their trackers' packages import
+        from rl_system.trackers import check_installed
+
+        check_installed(cfg.logging)
     if command in ("rejection-sample", "star"):
         from rl_system.pipeline.rejection import check_requirements
 

@@ -1,45 +1,84 @@
-"""Run metrics: one JSON line per step on disk and the same scalars in TensorBoard."""
+"""Run metrics: one JSON line per step on disk, and the same scalars in the run's experiment trackers."""
 from __future__ import annotations
 
 import json
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
+
+
+class Tracker(Protocol):
+    """An experiment tracker a run's metrics also go to (rl_system/trackers.py has one class per tracker)."""
+
+    def log(self, step: int, scalars: dict[str, float]) -> None: ...
+    def text(self, tag: str, text: str) -> None: ...
+    def summary(self, values: dict[str, float]) -> None: ...  # the run's final results
+    def close(self, ok: bool) -> None: ...  # ok=False: the run failed; what was logged stays readable
 
 
 class MetricsWriter:
-    """metrics.jsonl and TensorBoard events of a run. A new run starts both afresh; a resumed one
-    keeps what was logged up to its checkpoint's step and drops the steps it will redo."""
+    """metrics.jsonl of a run, always, fanned out to its trackers (logging.trackers). A new run starts
+    afresh; a resumed one keeps the lines up to its checkpoint's step and drops the steps it will redo
+    (the trackers were opened knowing that step). As a context manager it closes the trackers on
+    success and on failure alike, so a failed run's tracker data stays readable."""
 
-    def __init__(self, run_dir: str | Path, resume_after_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "metrics.jsonl"
-        kept = []
-        if resume_after_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_after_step]
-        path.write_text("".join(line + "\n" for line in kept))
-        self._jsonl = open(path, "a", buffering=1)
-        self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
-                                 purge_step=None if resume_after_step is None else resume_after_step + 1)
+    def __init__(self, run_dir: str | Path, trackers: list[Tracker], resume_after_step: int | None = None):
+        self._trackers = trackers
+        try:
+            self.run_dir = Path(run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self.run_dir / "metrics.jsonl"
+            kept = []
+            if resume_after_step is not None and path.exists():
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_after_step]
+            path.write_text("".join(line + "\n" for line in kept))
+            self._jsonl = open(path, "a", buffering=1)
+        except BaseException:
+            self._close_trackers(ok=False)
+            raise
 
     def log(self, step: int, metrics: dict) -> None:
         self._jsonl.write(json.dumps({"step": step, "time": time.time(), **metrics}) + "\n")
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)):
-                self._tb.add_scalar(key, value, step)
-        self._tb.flush()
+        scalars = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+        for tracker in self._trackers:
+            tracker.log(step, scalars)
 
     def text(self, tag: str, text: str) -> None:
-        """A run fact that is not a number (e.g. its precision), as TensorBoard text."""
-        self._tb.add_text(tag, text)
-        self._tb.flush()
+        """A run fact that is not a number (e.g. its precision)."""
+        for tracker in self._trackers:
+            tracker.text(tag, text)
 
-    def close(self) -> None:
+    def summary(self, results: dict) -> None:
+        """The run's final results (nested dicts of numbers), keyed by their path: held_out/after/accuracy."""
+        values = flatten(results)
+        for tracker in self._trackers:
+            tracker.summary(values)
+
+    def close(self, ok: bool = True) -> None:
         self._jsonl.close()
-        self._tb.close()
+        self._close_trackers(ok)
+
+    def _close_trackers(self, ok: bool) -> None:
+        for tracker in self._trackers:
+            tracker.close(ok)
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(ok=exc_type is None)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of nested dicts, keyed by their path joined with '/'."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix + key] = value
+    return out
 
 
 class StepTimer:

@@ -10,7 +10,7 @@ CORE = ROOT / "rl_system"
 # Bottom to top. A room may import any room on a lower floor, none on its own or above.
 FLOORS = [
     ["config", "buffer", "checkpoints", "metrics", "plot", "rundir", "shutdown"],
-    ["data", "elastic", "imports", "models", "resources"],
+    ["data", "elastic", "imports", "models", "resources", "trackers"],
     ["envs", "types", "weights"],
     ["rewards"],
     ["algorithms"],

@@ -17,7 +17,8 @@ from rl_system.config.checks import (
 )
 from rl_system.config.choices import (
     ADVANTAGE_ESTIMATORS, ATTN_IMPLEMENTATIONS, ISOLATION_MODES, LANGUAGES, LOSS_AGG_MODES, PLACEMENT_STRATEGIES,
-    POLICY_LOSSES, PRM_AGGREGATES, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS, TAG_NAME, TASK_NAME,
+    POLICY_LOSSES, PRM_AGGREGATES, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS, TAG_NAME, TASK_NAME, TRACKERS,
+    WANDB_MODES,
 )
 
 SOURCES = ("reasoning_gym", "file")
@@ -440,6 +441,21 @@ class DynamicSamplingConfig:
     max_rounds: int = setting(4, "generation rounds per step, the first included",
                               Rule(lambda v: v > 0, "a positive integer (generation rounds per step, the first "
                                                     "included)"))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Experiment trackers: each gets every step's metrics (the names and steps of metrics.jsonl, which is
+    always written), the run's config, and the held-out results at the end (rl_system/trackers.py)."""
+    trackers: tuple[str, ...] = setting(("tensorboard",), "where the metrics also go: some of "
+                                                          f"{', '.join(TRACKERS)} ([]: metrics.jsonl only)",
+                                        Rule(lambda v: all(t in TRACKERS for t in v) and len(set(v)) == len(v),
+                                             f"a list of distinct names from {', '.join(TRACKERS)}", list))
+    project: str = setting("rl_system", "the W&B project the run is logged to", NON_EMPTY)
+    run_name: str = setting("", "the W&B run's name; \"\": output_dir's last folder (e.g. r1_zero)")
+    wandb_mode: str = setting("offline", "offline: W&B writes output_dir/wandb only (`wandb sync` uploads it); "
+                                         "online: it also streams to the W&B server",
+                             one_of(WANDB_MODES, "'offline' or 'online'"))
 
 
 ENV_INTEGERS = ("max_turns", "max_observation_chars", "python_memory_mb", "python_cpu_s", "num_workers", "threads")

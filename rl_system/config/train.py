@@ -15,8 +15,8 @@ from rl_system.config.checks import (
 from rl_system.config.choices import AUTO, PROMPT_KINDS, RAY_BUILTIN_RESOURCES
 from rl_system.config.jobs import SFTConfig
 from rl_system.config.sections import (
-    ClusterConfig, CollectConfig, DataConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig, ModelConfig, R1Config,
-    RejectionConfig, RewardConfig, RolloutConfig, SearchConfig, StarConfig,
+    ClusterConfig, CollectConfig, DataConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig, LoggingConfig,
+    ModelConfig, R1Config, RejectionConfig, RewardConfig, RolloutConfig, SearchConfig, StarConfig,
 )
 
 
@@ -38,6 +38,7 @@ class TrainConfig:
     dynamic_sampling: DynamicSamplingConfig = section(
         DynamicSamplingConfig, "DAPO: train only on groups whose rewards differ (algorithms/dapo.py)")
     env: EnvConfig = section(EnvConfig)
+    logging: LoggingConfig = section(LoggingConfig)
     prompts_per_step: int = setting(4, "prompts per training step; each is sampled rollout.group_size times",
                                     POSITIVE_INT)
     num_steps: int = setting(25, "training steps", POSITIVE_INT)

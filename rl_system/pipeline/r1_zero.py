@@ -21,6 +21,7 @@ from rl_system.models.precision import describe
 from rl_system.rewards.scoring import RewardFailureWatch
 from rl_system.rundir import swap_in
 from rl_system.shutdown import GracefulStop
+from rl_system.trackers import open_trackers
 
 
 class Workers(Protocol):
@@ -47,7 +48,15 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
     uninterrupted run would have had (weights, optimizer, data order and curriculum, sampling RNG)."""
     run_dir = Path(cfg.output_dir)
     start = resume_state(workers, run_dir / "checkpoint") if resume else {"step": 0, "version": 0, "data_cursor": 0}
-    writer = MetricsWriter(run_dir, resume_after_step=start["step"] if resume else None)
+    resume_after_step = start["step"] if resume else None
+    trackers = open_trackers(cfg.logging, run_dir, to_dict(cfg), resume_after_step)
+    with MetricsWriter(run_dir, trackers, resume_after_step) as writer:
+        return run_steps(cfg, workers, resume, start, writer)
+
+
+def run_steps(cfg: TrainConfig, workers: Workers, resume: bool, start: dict, writer: MetricsWriter) -> dict:
+    """train's body, from the trainer state `start`: evaluations, steps and checkpoints, logged to `writer`."""
+    run_dir = Path(cfg.output_dir)
     train_set, eval_set = load_splits(cfg.data)
     sampler = TaskMixtureSampler(cfg.data, train_set, cfg.seed, start["data_cursor"], start.get("curriculum"))
     results_path = run_dir / "results.json"
@@ -124,7 +133,7 @@ def train(cfg: TrainConfig, workers: Workers, resume: bool = False) -> dict:
 
     if cfg.eval_after and not stop.requested:
         results["after"] = evaluate(workers, eval_set, cfg)
-    writer.close()
+    writer.summary({"held_out": {when: results[when] for when in ("before", "after") if when in results}})
     results_path.write_text(json.dumps(results, indent=2))
     if "before" in results or "after" in results:
         print(results_table(results))
