@@ -257,3 +257,41 @@ def test_probe_names_a_verl_dict_without_score():
                                                r"raised ValueError: returned a dict without 'score'"):
         probe_rewards((RewardFunctionConfig("tests.bad_inputs.plugins:verl_no_score"),), [Problem(0, "1+1?", "2")],
                       timeout_s=30)
+
+
+class StartedRay(Exception):
+    pass
+
+
+@pytest.mark.parametrize("peer", ["verl", "trl", "openrlhf"])
+def test_train_with_a_peers_data_and_rewards_gets_as_far_as_ray(peer, tmp_path, tiny_model_dir, monkeypatch):
+    """What a user of each peer types: `python -m rl_system train` with their data and reward function
+    passes every check made before the run (the reward probe included) and reaches ray.init."""
+    import datasets
+    import ray
+
+    from rl_system import cli
+
+    def started(*args, **kwargs):
+        raise StartedRay()
+
+    monkeypatch.setattr(ray, "init", started)
+    if peer == "verl":
+        path = tmp_path / "train.parquet"
+        datasets.Dataset.from_list(verl_rows(12)).to_parquet(str(path))
+        args = ["data.prompt_column=prompt", "data.answer_column=reward_model.ground_truth",
+                "reward.functions=[{name: 'tests.reward_fixtures:compute_score'}]"]
+    elif peer == "trl":
+        path = tmp_path / "trl_dict"
+        datasets.DatasetDict({"train": datasets.Dataset.from_list(trl_rows(12))}).save_to_disk(str(path))
+        args = ["data.prompt_column=prompt", "data.answer_column=solution",
+                "reward.functions=[{name: 'tests.reward_fixtures:trl_accuracy_reward'}, "
+                "{name: 'tests.reward_fixtures:trl_format_reward', weight: 0.5}]"]
+    else:
+        path = tmp_path / "prompts.jsonl"
+        path.write_text("".join(json.dumps({"input": f"Compute {i} * 7.", "label": str(7 * i)}) + "\n"
+                                for i in range(10)))
+        args = ["data.prompt_column=input", "data.answer_column=label"]
+    with pytest.raises(StartedRay):
+        cli.main(["train", f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "data.source=file",
+                  f"data.path={path}", "data.num_train=8", *args])
