@@ -295,3 +295,16 @@ def test_train_with_a_peers_data_and_rewards_gets_as_far_as_ray(peer, tmp_path, 
     with pytest.raises(StartedRay):
         cli.main(["train", f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "data.source=file",
                   f"data.path={path}", "data.num_train=8", *args])
+
+
+def test_a_hinted_chat_problem_asks_the_hint_in_its_last_user_turn():
+    """STaR's rationalisation rewrites the question; for chat data that is the last user message."""
+    from rl_system.data import Problem, chat_messages
+
+    chat = ({"role": "system", "content": VERL_SYSTEM}, {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "2"}, {"role": "user", "content": "And 2+2?"})
+    hinted = Problem(0, "And 2+2?", "4", messages=chat).with_question("And 2+2? Hint: 4")
+    assert hinted.question == "And 2+2? Hint: 4"
+    assert [m["content"] for m in chat_messages(hinted.prompt, "unused")] == [VERL_SYSTEM, "1+1?", "2",
+                                                                              "And 2+2? Hint: 4"]
+    assert Problem(0, "1+1?", "2").with_question("1+1? Hint: 2").prompt == "1+1? Hint: 2"
