@@ -63,7 +63,7 @@ class ModelRewardWorker:
     def score(self, *groups: PromptGroup):
         """Per group, its completions' scores; the completions of all groups share the batches."""
         start = time.perf_counter()
-        prompts = [g.problem.question for g in groups for _ in g.completions]
+        prompts = [g.problem.prompt for g in groups for _ in g.completions]
         completions = [c for g in groups for c in g.completions]
         flat = self.reward(prompts, completions)
         out, i = [], 0

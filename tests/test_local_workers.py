@@ -121,3 +121,33 @@ def test_a_reward_that_always_fails_stops_the_run_with_one_line(tiny_model_dir, 
         "(last error: RuntimeError: grader crashed): fix it, or raise reward.max_failure_fraction (0.5) or "
         "reward.max_failing_steps (2)")
     assert [m["reward_failures"] for m in logged(tmp_path)] == [2] and workers.policy_version == 1
+
+
+def test_chat_data_generates_from_its_own_chat_and_is_scored_in_the_peers_conventions(tiny_model_dir, tmp_path):
+    """A veRL parquet (chat prompts with their own system message) in one process: the rollout's prompt
+    is the row's chat through the template once, and a veRL compute_score and a TRL reward (reading chat
+    completions) score the same groups."""
+    import datasets
+
+    from rl_system.data import R1_SYSTEM_PROMPT
+    from rl_system.models import load_tokenizer
+    from tests.test_peer_formats import VERL_SYSTEM, verl_rows
+
+    path = tmp_path / "gsm8k.parquet"
+    datasets.Dataset.from_list(verl_rows(8)).to_parquet(str(path))
+    names = ["tests.reward_fixtures:compute_score", "tests.reward_fixtures:trl_format_reward"]
+    cfg = local_config(tiny_model_dir, tmp_path / "run", "data.source=file", f"data.path={path}",
+                       "data.prompt_column=prompt", "data.answer_column=reward_model.ground_truth", "data.num_eval=2",
+                       f"reward.functions=[{{name: '{names[0]}'}}, {{name: '{names[1]}'}}]")
+    problems = load_splits(cfg.data)[0][:2]
+    workers = LocalWorkers(cfg)
+    try:
+        scored, _ = workers.score(workers.generate(problems))
+    finally:
+        workers.shutdown()
+    prompt = load_tokenizer(tiny_model_dir).decode(scored[0].prompt_ids)
+    assert prompt.count(VERL_SYSTEM) == 1 and R1_SYSTEM_PROMPT not in prompt and problems[0].question in prompt
+    for group in scored:
+        assert group.reward_errors == {} and set(group.rewards) == set(names)
+        # the tiny random model answers nothing right; compute_score still saw data_source and extra_info
+        assert group.rewards[names[0]] == [0.5] * len(group.completions)

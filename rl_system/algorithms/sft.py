@@ -20,7 +20,7 @@ IGNORE = -100
 def load_chat_rows(path: str | Path, key: str = "data") -> list[dict]:
     """Rows of a `datasets` directory or a json/jsonl/parquet file, each checked for a valid
     `messages` column; a bad row is named in a one-line error (`key`: the config key of the path)."""
-    table = read_table(path, key, directories=True)
+    table = read_table(path, key)
     if "messages" not in table.columns:
         raise DatasetError(f"{key} '{table.path}': missing column 'messages' (columns: {', '.join(table.columns)}); "
                            "expected chat rows {messages: [{role, content}, ...]}")

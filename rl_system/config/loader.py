@@ -131,7 +131,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        return _coerce(next(o for o in options if o is not type(None)), value, key)
+        kinds = [o for o in options if o is not type(None)]
+        if len(kinds) == 1:
+            return _coerce(kinds[0], value, key)
+        for kind in kinds:  # several kinds (int | float | str): the first that takes the value
+            try:
+                return _coerce(kind, value, key)
+            except ConfigError:
+                pass
+        check(False, key, " or ".join(getattr(k, "__name__", str(k)) for k in kinds), value)
     if origin is tuple:
         args = typing.get_args(hint)
         check(isinstance(value, (list, tuple)), key, "a list", value)

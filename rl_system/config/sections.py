@@ -25,6 +25,15 @@ SOURCES = ("reasoning_gym", "file")
 ORM_OR_PRM = one_of(("orm", "prm"), "'orm' or 'prm'")
 TAG_RULE = Rule(lambda v: isinstance(v, str) and bool(TAG_NAME.match(v)),
                 "a tag name like 'tool' (letters, digits, _ or -)")
+NUM_EVAL = Rule(lambda v: v == "auto" or (is_int(v) and v > 0) or (isinstance(v, float) and 0 < v < 1),
+                "a positive integer, a fraction in (0, 1) or 'auto'")
+PATH_HELP = ("when source is 'file': a .json, .jsonl, .parquet, .csv or .arrow file, or a directory written by "
+             "datasets' save_to_disk (a Dataset or DatasetDict)")
+PROMPT_COLUMN_HELP = ("the column holding the problem: text, or chat messages ({role, content}) whose own system "
+                      "message is kept; a dotted path reaches into nested columns")
+ANSWER_COLUMN_HELP = ("the column holding the reference answer; a dotted path reaches into nested columns "
+                      "(reward_model.ground_truth)")
+SPLIT_HELP = "the split to read from a DatasetDict directory at path"
 
 
 @dataclass(frozen=True)
@@ -48,18 +57,20 @@ class TaskConfig:
                           one_of(SOURCES, "'reasoning_gym' or 'file'"))
     task: str = setting("chain_sum", "reasoning-gym dataset name")
     task_args: dict = setting({}, "the reasoning-gym dataset's arguments; its own defaults where left out")
-    path: str = setting("", "json / jsonl / parquet file when source is 'file'")
-    prompt_column: str = setting("question", "the file's column holding the problem")
-    answer_column: str = setting("answer", "the file's column holding the reference answer")
+    path: str = setting("", PATH_HELP)
+    prompt_column: str = setting("question", PROMPT_COLUMN_HELP)
+    answer_column: str = setting("answer", ANSWER_COLUMN_HELP)
     weight: float = setting(1.0, "share of the training draws (weights are normalised); 0: held out only",
                             Rule(lambda v: v >= 0, "a number >= 0 (0: held out only)"))
     num_train: int | None = setting(None, "training problems; null: data.num_train",
                                     Rule(lambda v: v is None or v > 0, "a positive integer"))
-    num_eval: int | None = setting(None, "held-out problems, evaluated before and after; null: data.num_eval",
-                                   Rule(lambda v: v is None or v >= 0, "an integer >= 0"))
+    num_eval: int | float | str | None = setting(
+        None, "held-out problems, evaluated before and after; null: data.num_eval",
+        Rule(lambda v: v is None or v == 0 or NUM_EVAL.ok(v), f"null, 0 or {NUM_EVAL.expected}"))
     # Training starts at the first level and moves up as the task's accuracy rises; the held-out split is the last's.
     levels: tuple[dict, ...] = setting((), "curriculum (data.curriculum): task_args from easy to hard, each merged "
                                            "over task_args")
+    split: str = setting("train", SPLIT_HELP)
 
 
 @dataclass(frozen=True)
@@ -78,11 +89,14 @@ class DataConfig:
     task: str = setting("chain_sum", "reasoning-gym dataset name")
     task_args: dict = setting({"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
                               "the reasoning-gym dataset's arguments")
-    path: str = setting("", "json / jsonl / parquet file when source is 'file'")
-    prompt_column: str = setting("question", "the file's column holding the problem")
-    answer_column: str = setting("answer", "the file's column holding the reference answer")
+    path: str = setting("", PATH_HELP)
+    prompt_column: str = setting("question", PROMPT_COLUMN_HELP)
+    answer_column: str = setting("answer", ANSWER_COLUMN_HELP)
+    split: str = setting("train", SPLIT_HELP)
     num_train: int = setting(1000, "training problems (per task in a mixture, unless it sets its own)", POSITIVE_INT)
-    num_eval: int = setting(64, "held-out problems, evaluated before and after (per task in a mixture)", POSITIVE_INT)
+    num_eval: int | float | str = setting(
+        "auto", "held-out problems, evaluated before and after (per task in a mixture): a count, a fraction of the "
+                "distinct questions, or auto: 64, or half of them where that is fewer", NUM_EVAL)
     general_prompts: int = setting(0, "general (non-reasoning) prompts mixed into the train split", NON_NEGATIVE)
     seed: int = setting(0, "seed of the problems drawn and their order")
     system_prompt: str = setting("", "the system prompt; empty: the built-in R1 prompt with one tagged example")
@@ -95,7 +109,7 @@ class DataConfig:
         """The tasks, sizes filled in: data.tasks, or the one task described by the keys above (named "")."""
         if not self.tasks:
             return (TaskConfig("", self.source, self.task, self.task_args, self.path, self.prompt_column,
-                               self.answer_column, 1.0, self.num_train, self.num_eval),)
+                               self.answer_column, 1.0, self.num_train, self.num_eval, split=self.split),)
         return tuple(dataclasses.replace(t, num_train=self.num_train if t.num_train is None else t.num_train,
                                          num_eval=self.num_eval if t.num_eval is None else t.num_eval)
                      for t in self.tasks)

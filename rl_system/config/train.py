@@ -129,7 +129,7 @@ def _validate_data(d: DataConfig) -> None:
                f"a column other than {key}.prompt_column ('{t.prompt_column}')", t.answer_column)
         if not d.tasks:
             continue
-        check(t.weight > 0 or t.num_eval > 0, f"{key}.num_eval", "a positive integer for a task of weight 0 "
+        check(t.weight > 0 or t.num_eval != 0, f"{key}.num_eval", "a positive integer for a task of weight 0 "
                "(it is neither trained on nor evaluated)", t.num_eval)
         check(not t.levels or t.source == "reasoning_gym", f"{key}.levels",
                f"no levels with {key}.source 'file' (a level is a set of reasoning-gym task_args)", list(t.levels))

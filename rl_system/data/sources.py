@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -69,26 +70,46 @@ class _Pool:
         else:
             self.where = f"{self.key}.path '{spec.path}'"
             items = list(_file_items(spec, self.key))
-        unique: dict[str, tuple[str, dict]] = {}
-        for question, answer, columns in items:
-            unique.setdefault(question, (answer, columns))
+        # Distinct prompts: a text question, or a chat row's whole conversation (its system message included).
+        unique: dict[str, Problem] = {}
+        for problem in items:
+            unique.setdefault(prompt_key(problem), problem)
         self.unique = unique
         questions = sorted(unique)
         random.Random(seed).shuffle(questions)
-        num_eval = spec.num_eval if level == num_levels - 1 else 0
+        num_eval = eval_count(spec.num_eval, len(questions)) if level == num_levels - 1 else 0
         trained = spec.weight > 0  # a task of weight 0 is held out only: it needs no training questions
         if len(questions) < num_eval + trained:
             dropped = len(items) - len(questions)
             duplicates = f" ({dropped} duplicate{'s' * (dropped != 1)} dropped)" if dropped else ""
-            need = (f"more than {self.key}.num_eval={num_eval} to leave any for training" if trained
-                    else f"at least {self.key}.num_eval={num_eval}")
+            given = f"{self.key}.num_eval={spec.num_eval}" + (f" ({num_eval})" if num_eval != spec.num_eval else "")
+            need = f"more than {given} to leave any for training" if trained else f"at least {given}"
             raise DatasetError(f"{self.where}: {len(items)} rows, {len(questions)} distinct question"
                                f"{'s' * (len(questions) != 1)}{duplicates}; need {need}")
         self.held_out, self.rest = questions[:num_eval], questions[num_eval:]
 
     def problems(self, questions: list[str]) -> list[Problem]:
         """Problems numbered 0.. here; load_splits numbers them in their split."""
-        return [Problem(i, q, *self.unique[q], task=self.spec.name, level=self.level) for i, q in enumerate(questions)]
+        return [replace(self.unique[q], problem_id=i, task=self.spec.name, level=self.level)
+                for i, q in enumerate(questions)]
+
+
+AUTO_NUM_EVAL = 64  # num_eval 'auto': this many held-out problems, or half the distinct ones where that is fewer
+
+
+def eval_count(num_eval: int | float | str, distinct: int) -> int:
+    """Held-out problems of a pool of `distinct` questions: a count as given, a fraction of them
+    (rounded, at least 1), or 'auto': min(64, half of them), at least 1."""
+    if num_eval == "auto":
+        return max(1, min(AUTO_NUM_EVAL, distinct // 2))
+    if isinstance(num_eval, float):
+        return max(1, round(num_eval * distinct))
+    return num_eval
+
+
+def prompt_key(problem: Problem) -> str:
+    """What makes two problems the same: the question text, or the whole chat of a chat-format row."""
+    return json.dumps(problem.messages, sort_keys=True) if problem.messages else problem.question
 
 
 def _reasoning_gym_items(spec: TaskConfig, task_args: dict, seed: int, where: str):
@@ -96,40 +117,89 @@ def _reasoning_gym_items(spec: TaskConfig, task_args: dict, seed: int, where: st
     import reasoning_gym
 
     # Over-generate: easy tasks repeat questions, and the split keeps distinct ones only.
-    size = 4 * (spec.num_train + spec.num_eval)
+    num_eval = spec.num_eval if isinstance(spec.num_eval, int) else (
+        AUTO_NUM_EVAL if spec.num_eval == "auto" else math.ceil(spec.num_train * spec.num_eval / (1 - spec.num_eval)))
+    size = 4 * (spec.num_train + num_eval)
     try:
         dataset = reasoning_gym.create_dataset(spec.task, size=size, seed=seed, **task_args)
     except Exception as e:
         raise DatasetError(f"{where}: {one_line(e)}") from None
     for entry in dataset:
-        yield entry["question"], str(entry["answer"]), {
-            "task": spec.task, "metadata": json.dumps(entry["metadata"], default=str)}
+        yield Problem(0, entry["question"], str(entry["answer"]), {
+            "task": spec.task, "metadata": json.dumps(entry["metadata"], default=str)})
 
 
 def _file_items(cfg: TaskConfig, key: str):
-    table = read_table(cfg.path, f"{key}.path")
+    """A file's rows as problems. A column may be a dotted path into nested columns
+    (`reward_model.ground_truth`); every column but the prompt's goes to the rewards under its own name."""
+    table = read_table(cfg.path, f"{key}.path", cfg.split, f"{key}.split")
     for column in (cfg.prompt_column, cfg.answer_column):
-        if column not in table.columns:
+        if column_path(column, table.columns) is None:
             raise DatasetError(f"{key}.path '{table.path}': missing column '{column}' "
                                f"(columns: {', '.join(table.columns) or 'none'}); set {key}.prompt_column / "
                                f"{key}.answer_column")
+    prompt_path = column_path(cfg.prompt_column, table.columns)
+    answer_path = column_path(cfg.answer_column, table.columns)
     for row, entry in enumerate(table.rows):
-        question, answer = entry[cfg.prompt_column], entry[cfg.answer_column]
-        if not isinstance(question, str) or not question.strip():
-            raise DatasetError(f"{table.where(row)}: column '{cfg.prompt_column}' must be non-empty text, "
-                               f"got {brief(question)}")
+        prompt = column_value(entry, prompt_path, cfg.prompt_column, table.where(row))
+        question, messages = _prompt(prompt, cfg.prompt_column, table.where(row))
+        answer = column_value(entry, answer_path, cfg.answer_column, table.where(row))
         if answer is None or (isinstance(answer, str) and not answer.strip()):
             raise DatasetError(f"{table.where(row)}: column '{cfg.answer_column}' is empty")
         if isinstance(answer, (dict, list)):
             raise DatasetError(f"{table.where(row)}: column '{cfg.answer_column}' must be text or a number, "
                                f"got {brief(answer)}")
-        extra = {k: v for k, v in entry.items() if k not in (cfg.prompt_column, cfg.answer_column)}
-        yield question, str(answer), extra
+        columns = {k: v for k, v in entry.items() if k != prompt_path[0] or len(prompt_path) > 1}
+        yield Problem(0, question, str(answer), columns, messages=messages)
+
+
+def column_path(name: str, columns: list[str]) -> list[str] | None:
+    """The keys that reach a column: [name] for a column of that name, else its dotted parts where
+    the first is a column (`reward_model.ground_truth`); None where neither."""
+    if name in columns:
+        return [name]
+    parts = name.split(".")
+    return parts if len(parts) > 1 and parts[0] in columns else None
+
+
+def column_value(entry: dict, path: list[str], name: str, where: str):
+    value = entry
+    for depth, part in enumerate(path):
+        if depth and not isinstance(value, dict):
+            raise DatasetError(f"{where}: column '{name}': '{'.'.join(path[:depth])}' is {brief(value)}, expected "
+                               f"a mapping with '{part}'")
+        if depth and part not in value:
+            raise DatasetError(f"{where}: column '{name}': '{'.'.join(path[:depth])}' has no '{part}' (keys: "
+                               f"{', '.join(map(str, value)) or 'none'})")
+        value = value[part]
+    return value
+
+
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _prompt(value, column: str, where: str) -> tuple[str, tuple[dict, ...]]:
+    """(question text, chat messages) of a prompt cell: non-empty text, or chat messages ({role, content},
+    as TRL and veRL datasets hold them) ending with the user's turn, whose text is the question."""
+    if isinstance(value, str) and value.strip():
+        return value, ()
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise DatasetError(f"{where}: column '{column}' must be non-empty text or a list of chat messages "
+                           f"({{role, content}}), got {brief(value)}")
+    for i, message in enumerate(value):
+        if message.get("role") not in CHAT_ROLES or not isinstance(message.get("content"), str):
+            raise DatasetError(f"{where}: column '{column}' message {i}: expected {{role: "
+                               f"{' / '.join(CHAT_ROLES)}, content: text}}, got {brief(message)}")
+    if value[-1]["role"] != "user" or not value[-1]["content"].strip():
+        raise DatasetError(f"{where}: column '{column}': the last message must be the user's, with text; got "
+                           f"{brief(value[-1])}")
+    return value[-1]["content"], tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
 # ----------------------------------------------------------------------------- reading files
 
-SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+FORMATS = "a .json, .jsonl, .parquet, .csv or .arrow file, or a datasets directory (save_to_disk)"
 
 
 @dataclass
@@ -147,25 +217,25 @@ class Table:
         return f"{self.key} '{self.path}' row {row}{line}"
 
 
-def read_table(path: str | Path, key: str, directories: bool = False) -> Table:
-    """A json / jsonl / parquet file (or, with `directories`, a `datasets` directory) as a Table.
-    Every problem is one DatasetError line naming `key`, the file and the line or row."""
+def read_table(path: str | Path, key: str, split: str = "train", split_key: str = "") -> Table:
+    """A json / jsonl / parquet / csv / arrow file, or a `datasets` directory (a Dataset, or the `split`
+    of a DatasetDict; `split_key` is the config key naming it), as a Table. Every problem is one
+    DatasetError line naming `key`, the file and the line or row."""
     path = Path(path)
-    if directories and path.is_dir():
-        return read_datasets_dir(path, key)
+    if path.is_dir():
+        return read_datasets_dir(path, key, split, split_key)
     if not path.exists():
         raise DatasetError(f"{key} '{path}': file not found")
-    if path.is_dir():
-        raise DatasetError(f"{key} '{path}': a directory, expected a .json, .jsonl or .parquet file")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        also = " (or a datasets directory)" if directories else ""
-        raise DatasetError(f"{key} '{path}': unsupported format '{path.suffix or path.name}', expected a .json, "
-                           f".jsonl or .parquet file{also}")
+        raise DatasetError(f"{key} '{path}': unsupported format '{path.suffix or path.name}', expected {FORMATS}")
+    lines = None
     if kind == "parquet":
-        rows, lines = _parquet_rows(path, key), None
-    else:
+        rows = _parquet_rows(path, key)
+    elif kind == "json":
         rows, lines = _json_rows(path, key)
+    else:
+        rows = _datasets_file_rows(path, key, kind)
     if not rows:
         raise DatasetError(f"{key} '{path}': no rows (the file is empty)")
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -173,18 +243,34 @@ def read_table(path: str | Path, key: str, directories: bool = False) -> Table:
     return Table(path, key, rows, columns, lines)
 
 
+def _datasets_file_rows(path: Path, key: str, kind: str) -> list[dict]:
+    """A CSV file or an arrow file (as `datasets` writes them), read by `datasets`' own loaders."""
+    import datasets
+
+    _read_regular_file(path, key, limit=0)  # a FIFO or device is refused before a loader blocks on it
+    try:
+        table = (datasets.Dataset.from_csv(str(path), keep_in_memory=True) if kind == "csv"
+                 else datasets.Dataset.from_file(str(path), in_memory=True))
+    except Exception as e:
+        raise DatasetError(f"{key} '{path}': cannot read it as {kind} ({one_line(e)})") from None
+    return table.to_list()
+
+
 MAX_JSON_FILE_BYTES = 1 << 30  # a JSON / JSON Lines file is read whole; larger data: parquet or a datasets directory
 
 
 def _read_regular_file(path: Path, key: str, limit: int | None = None) -> bytes:
     """The bytes of a regular file; a FIFO or device (which could be read forever) or one over `limit`
-    bytes is refused in one line. Opened without blocking, then checked, so a FIFO never stalls the run."""
+    bytes is refused in one line (limit 0: only checked, nothing read). Opened without blocking, then
+    checked, so a FIFO never stalls the run."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise DatasetError(f"{key} '{path}': not a regular file (a {_file_kind(info.st_mode)}); expected a "
                                "data file")
+        if limit == 0:
+            return b""
         if limit is not None and info.st_size > limit:
             raise DatasetError(f"{key} '{path}': {info.st_size / 2**30:.1f} GiB, over the {limit / 2**30:g} GiB a "
                                "JSON file may have; use parquet or a datasets directory for larger data")
@@ -295,7 +381,8 @@ def _parquet_rows(path: Path, key: str) -> list[dict]:
         raise DatasetError(f"{key} '{path}': cannot read it as parquet ({one_line(e)})") from None
 
 
-def read_datasets_dir(path: Path, key: str) -> Table:
+def read_datasets_dir(path: Path, key: str, split: str | None = None, split_key: str = "") -> Table:
+    """A directory written by `datasets`' save_to_disk: a Dataset, or with `split` that split of a DatasetDict."""
     import datasets
 
     try:
@@ -303,10 +390,13 @@ def read_datasets_dir(path: Path, key: str) -> Table:
     except Exception as e:
         raise DatasetError(f"{key} '{path}': not a saved datasets directory ({one_line(e)})") from None
     if isinstance(table, datasets.DatasetDict):
-        raise DatasetError(f"{key} '{path}': a DatasetDict with splits {', '.join(table)}; expected one dataset")
+        if split not in table:
+            wanted = f"no split '{split}' (set {split_key})" if split and split_key else "expected one dataset"
+            raise DatasetError(f"{key} '{path}': a DatasetDict with splits {', '.join(table)}; {wanted}")
+        table = table[split]
     if len(table) == 0:
         raise DatasetError(f"{key} '{path}': no rows")
-    return Table(path, key, list(table), list(table.column_names))
+    return Table(path, key, table.to_list(), list(table.column_names))
 
 
 def brief(value) -> str:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from rl_system.config import ConfigError, TrainConfig
-from rl_system.data import R1_SYSTEM_PROMPT, Problem, load_splits
+from rl_system.data import Problem, chat_messages, load_splits
 from rl_system.data.sources import save_dataset
 from rl_system.pipeline.collect import Workers, sample_and_grade
 from rl_system.types import PromptGroup
@@ -23,10 +23,9 @@ def accepted_completions(group: PromptGroup, require: dict[str, float], max_per_
 
 
 def sft_row(cfg: TrainConfig, problem: Problem, group: PromptGroup, index: int, source: str) -> dict:
-    """A chat example (system, user = the original question, assistant = the kept answer) with provenance."""
+    """A chat example (the prompt's chat as the model saw it, assistant = the kept answer) with provenance."""
     return {
-        "messages": [{"role": "system", "content": cfg.data.system_prompt or R1_SYSTEM_PROMPT},
-                     {"role": "user", "content": problem.question},
+        "messages": [*chat_messages(problem.prompt, cfg.data.system_prompt),
                      {"role": "assistant", "content": group.completions[index]}],
         "question": problem.question, "answer": problem.answer, "completion": group.completions[index],
         "source": source, "policy_model": cfg.model.path, "policy_version": group.policy_version,

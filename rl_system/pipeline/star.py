@@ -33,7 +33,7 @@ def collect_rationales(cfg: TrainConfig, workers: Workers, problems: list[Proble
         rows += [sft_row(cfg, problem, group, i, "star_rationale") for i in kept]
     unsolved = [p for p in problems if p.question not in solved]
     template = cfg.star.hint_template
-    hinted = [dataclasses.replace(p, question=template.format(question=p.question, answer=p.answer)) for p in unsolved]
+    hinted = [p.with_question(template.format(question=p.question, answer=p.answer)) for p in unsolved]
     for problem, group in zip(unsolved, sample_and_grade(workers, hinted)):
         rows += [sft_row(cfg, problem, group, i, "star_rationalization") for i in accepted_completions(group, require)]
     return rows, len(unsolved)

@@ -54,10 +54,10 @@ def load_reward_model(path: str | Path, kind: str, dtype: str, device: str | tor
     return model, load_tokenizer(path), meta
 
 
-def encode(tokenizer, questions: list[str], completions: list[str], step_split: str | None, max_length: int,
+def encode(tokenizer, questions: list, completions: list[str], step_split: str | None, max_length: int,
            system_prompt: str = "") -> tuple[dict, list[list[int]]]:
     """Right-padded inputs (prompt + completion, cut from the left if too long) and, per row, the
-    token index of each step's last character (empty without step_split)."""
+    token index of each step's last character (empty without step_split). A question may be chat messages."""
     prompts = [format_prompt(tokenizer, q, system_prompt, prefill="") for q in questions]
     texts = [p + c for p, c in zip(prompts, completions)]
     tokenizer.truncation_side = "left"  # keep the completion's end, where the scores are read
@@ -93,7 +93,7 @@ def aggregate_steps(scores: list[float], how: str) -> float:
 
 
 class LearnedReward:
-    """f(prompts, completions, **columns) -> list[float]; `prompts` are the questions. `dtype` ("auto" or
+    """f(prompts, completions, **columns) -> list[float]; `prompts` are the questions (text or chat messages). `dtype` ("auto" or
     a dtype name, from config key `dtype_key`) is resolved for `device` (rl_system/models/precision.py)."""
 
     def __init__(self, path: str | Path, kind: str, aggregate: str = "min", batch_size: int = 16,

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from rl_system.config import RewardFunctionConfig, one_line
 from rl_system.data import Problem
 from rl_system.data.general import prompt_kind
-from rl_system.rewards import UnknownRewardError, resolve_reward
+from rl_system.rewards import RewardInputs, UnknownRewardError, call_reward, resolve_reward, reward_columns
 from rl_system.rewards.runner import check_scores
 
 PROBE_PROBLEMS = 2
@@ -37,16 +37,17 @@ def probe_rewards(functions: tuple[RewardFunctionConfig, ...], problems: list[Pr
     RewardProbeError naming `reward.functions[i]` and what was wrong."""
     for i, f in enumerate(functions):
         where = f"reward.functions[{i}] '{f.name}'"
-        fn = resolve_reward(f.name)
+        resolve_reward(f.name)
         chosen = [p for p in problems if f.applies_to in ("all", prompt_kind(p))][:PROBE_PROBLEMS]
         if not chosen:
             continue
         n = len(chosen)
-        names = list(dict.fromkeys(k for p in chosen for k in p.columns))
-        columns = {"answer": [p.answer for p in chosen], **{k: [p.columns.get(k) for p in chosen] for k in names}}
+        inputs = RewardInputs([p.question for p in chosen], [probe_completion(p) for p in chosen],
+                              reward_columns(chosen), [list(p.messages) for p in chosen],
+                              [[] for _ in chosen])  # no tokenizer here: no token ids
         try:
             with _deadline(timeout_s):
-                values = fn([p.question for p in chosen], [probe_completion(p) for p in chosen], **columns, **f.kwargs)
+                values = call_reward(f.name, inputs, f.kwargs)
         except _ProbeTimeout:
             raise RewardProbeError(f"{where}: no scores within reward.timeout_s={timeout_s:g} s for {n} completions "
                                    "(every call would score reward.failure_score); raise reward.timeout_s if it is "
@@ -55,8 +56,6 @@ def probe_rewards(functions: tuple[RewardFunctionConfig, ...], problems: list[Pr
             given = f" with kwargs {f.kwargs}" if f.kwargs else ""
             raise RewardProbeError(f"{where}: raised {one_line(e)} when scoring {n} well-formed completions"
                                    f"{given}") from None
-        if hasattr(values, "__iter__") and not isinstance(values, (str, bytes, dict)):
-            values = list(values)  # as the runner does with what a reward returns
         try:
             check_scores(values, n)
         except ValueError as e:

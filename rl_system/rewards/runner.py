@@ -12,11 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from rl_system.config import one_line
-from rl_system.rewards import resolve_reward
-
-
-def _call(name: str, prompts: list[str], completions: list[str], columns: dict, kwargs: dict) -> list:
-    return list(resolve_reward(name)(prompts, completions, **columns, **kwargs))
+from rl_system.rewards import RewardInputs, call_reward, resolve_reward
 
 
 def check_scores(values, n: int) -> list[float]:
@@ -79,9 +75,12 @@ class RewardRunner:
             self._pool = None
 
     def score(self, prompts: list[str], completions: list[str], columns: dict[str, list],
-              skip: set[str] = frozenset()) -> RewardResult:
-        """Scores with every function but those in `skip`, which score 0 (not applicable here)."""
+              skip: set[str] = frozenset(), messages: list[list[dict]] | None = None,
+              completion_ids: list[list[int]] | None = None) -> RewardResult:
+        """Scores with every function but those in `skip`, which score 0 (not applicable here).
+        `messages` (chat prompts) and `completion_ids` are what TRL-style rewards also receive."""
         start = time.perf_counter()
+        inputs = RewardInputs(prompts, completions, columns, messages, completion_ids)
         n = len(completions)
         scores, failures, errors = {name: [0.0] * n for name in skip}, {}, {}
         for name, _ in self.functions:
@@ -89,7 +88,7 @@ class RewardRunner:
                 continue
             try:
                 values = self._get_pool().apply_async(
-                    _call, (name, prompts, completions, columns, self.kwargs.get(name, {}))).get(self.timeout_s)
+                    call_reward, (name, inputs, self.kwargs.get(name, {}))).get(self.timeout_s)
                 # None means "not applicable to this sample" (TRL convention): no contribution.
                 values = check_scores(values, n)
             except multiprocessing.TimeoutError:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from rl_system.config import RewardConfig
 from rl_system.data.general import prompt_kind
+from rl_system.rewards import reward_columns
 from rl_system.rewards.runner import RewardRunner, weighted_total
 from rl_system.rewards.shaping import overlong_penalty
 from rl_system.types import PromptGroup, group_summary
@@ -37,8 +38,10 @@ class GroupScorer:
         kind = prompt_kind(group.problem)
         not_here = {name for name, where in self.applies_to.items() if where not in ("all", kind)}
         n = len(group.completions)
-        columns = {"answer": [group.problem.answer] * n, **{k: [v] * n for k, v in group.problem.columns.items()}}
-        result = self.runner.score([group.problem.question] * n, group.completions, columns, skip=not_here)
+        problem = group.problem
+        result = self.runner.score([problem.question] * n, group.completions, reward_columns([problem] * n),
+                                   skip=not_here, messages=[list(problem.messages)] * n if problem.messages else None,
+                                   completion_ids=[ids.tolist() for ids in group.completion_ids])
         scores, failures, errors = result.scores, dict(result.failures), dict(result.errors)
         for name, values in (learned(start, not_here) if learned else {}).items():
             if values is None:  # late, crashed or dead: counted and scored, the run goes on

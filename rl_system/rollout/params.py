@@ -29,7 +29,7 @@ def sampling_params(cfg: TrainConfig, greedy: bool = False, max_new_tokens: int 
 
 def chat_texts(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str]) -> list[str]:
     """Each problem's chat prompt continued by its prefill, as text."""
-    return [format_prompt(tokenizer, p.question, system_prompt, pre) for p, pre in zip(problems, prefills)]
+    return [format_prompt(tokenizer, p.prompt, system_prompt, pre) for p, pre in zip(problems, prefills)]
 
 
 def prompt_token_ids(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str]) -> list[list[int]]:

@@ -9,8 +9,8 @@ def no_kwargs(prompts, completions):
     return [1.0] * len(completions)
 
 
-def one_argument(completions, **kwargs):
-    """Wrong signature: TRL passes prompts and completions by position."""
+def one_argument(text, **kwargs):
+    """Wrong signature: one text by position, and no parameter named completions (TRL) or solution_str (veRL)."""
     return [1.0] * len(completions)
 
 
@@ -47,3 +47,8 @@ def hangs(prompts, completions, **kwargs):
 
 def needs_threshold(prompts, completions, *, threshold, **kwargs):
     return [float(len(c) > threshold) for c in completions]
+
+
+def verl_no_score(data_source, solution_str, ground_truth, extra_info=None):
+    """veRL's convention, but the dict it returns lacks the "score" veRL reads."""
+    return {"acc": 1.0}
