@@ -11,7 +11,7 @@ def no_kwargs(prompts, completions):
 
 def one_argument(text, **kwargs):
     """Wrong signature: one text by position, and no parameter named completions (TRL) or solution_str (veRL)."""
-    return [1.0] * len(completions)
+    return [1.0]
 
 
 def wrong_length(prompts, completions, **kwargs):
