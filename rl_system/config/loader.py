@@ -128,10 +128,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key + ".")
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None and type(None) in typing.get_args(hint):
             return None
-        return _coerce(next(o for o in options if o is not type(None)), value, key)
+        if str in options and isinstance(value, str):  # a word or a list (learner.lora.target_modules)
+            return value
+        return _coerce(next((o for o in options if o is not str), options[0]), value, key)
     if origin is tuple:
         args = typing.get_args(hint)
         check(isinstance(value, (list, tuple)), key, "a list", value)
