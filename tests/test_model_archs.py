@@ -62,9 +62,14 @@ def test_make_tiny_model_writes_a_loadable_model_of_each_arch(arch_model_dirs, a
         assert model(IDS).logits.shape == (1, IDS.shape[1], len(tokenizer))
 
 
-def test_make_tiny_model_refuses_heads_that_do_not_split(tmp_path):
-    with pytest.raises(SystemExit, match="error: heads: hidden size 30 must split into 4 heads"):
-        cli(["make-tiny-model", "--output", str(tmp_path / "m"), "--hidden-size", "30"])
+@pytest.mark.parametrize("flags, error", [
+    (["--hidden-size", "30"], "error: heads: hidden size 30 must split into 4 heads, and those into 2 key/value heads"),
+    (["--heads", "8", "--kv-heads", "3"], "error: heads: hidden size 64 must split into 8 heads, and those into 3 "),
+    (["--arch", "gpt2", "--heads", "3"], "error: heads: hidden size 64 must split into 3 heads$"),
+])
+def test_make_tiny_model_refuses_heads_that_do_not_split(tmp_path, flags, error):
+    with pytest.raises(SystemExit, match=error):
+        cli(["make-tiny-model", "--output", str(tmp_path / "m"), *flags])
     assert not (tmp_path / "m").exists()
 
 
@@ -78,6 +83,14 @@ def test_default_lora_wraps_every_linear_layer(arch_model_dirs, arch):
     linear = {name for name, m in load(arch_model_dirs[arch]).named_modules()
               if name.rpartition(".")[2] in LINEAR_LAYERS[arch]}
     assert wrapped == linear  # every layer of every block; the output head (lm_head, embed_out) left alone
+
+
+def test_gpt2_refuses_llama_names_and_its_tied_head(arch_model_dirs):
+    gpt2 = arch_model_dirs["gpt2"]
+    with pytest.raises(ValueError, match=r"\['q_proj', 'v_proj'\] match no module .*c_attn"):
+        apply_lora(load(gpt2), LoraConfig(r=4, target_modules=("q_proj", "v_proj")))
+    with pytest.raises(ValueError, match="'lm_head' shares its weight with 'transformer.wte'"):
+        apply_lora(load(gpt2), LoraConfig(r=4, target_modules=("c_attn", "lm_head")))
 
 
 @pytest.mark.parametrize("arch", TINY_MODEL_ARCHS)

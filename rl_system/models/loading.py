@@ -189,9 +189,10 @@ def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = No
 
     if arch not in TINY_MODEL_ARCHS:
         raise ValueError(f"arch: expected one of {', '.join(TINY_MODEL_ARCHS)}, got {arch!r}")
-    if hidden_size % num_attention_heads or num_attention_heads % num_key_value_heads:
-        raise ValueError(f"heads: hidden size {hidden_size} must split into {num_attention_heads} heads, and "
-                         f"those into {num_key_value_heads} key/value heads")
+    grouped = arch in ("llama", "qwen2")  # grouped-query attention: num_key_value_heads counts
+    if hidden_size % num_attention_heads or (grouped and num_attention_heads % num_key_value_heads):
+        raise ValueError(f"heads: hidden size {hidden_size} must split into {num_attention_heads} heads"
+                         + (f", and those into {num_key_value_heads} key/value heads" if grouped else ""))
     output = Path(output)
     if tokenizer_source is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
