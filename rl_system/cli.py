@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rl_system.config import ConfigError, RewardModelTrainConfig, SFTConfig, TrainConfig, load_config, sampling_for
+from rl_system.config.choices import TINY_MODEL_ARCHS
 from rl_system.config.reference import COMMAND as DOCS_COMMAND, DOCS_PATH, reference
 from rl_system.envs.python_tool import JailUnavailableError, check_isolation
 from rl_system.resources import SchedulingError
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     prep.add_argument("--output", default="models/smollm2-135m-instruct")
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random model with the SmolLM2 tokenizer (tests)")
     tiny.add_argument("--output", required=True)
+    tiny.add_argument("--arch", default="llama", choices=TINY_MODEL_ARCHS, help="the model family (default: llama)")
+    tiny_sizes = [("--hidden-size", "hidden_size", "64"), ("--intermediate-size", "intermediate_size", "0: 2 x hidden"),
+                  ("--layers", "num_layers", "2"), ("--heads", "num_attention_heads", "4"),
+                  ("--kv-heads", "num_key_value_heads", "2; llama and qwen2"), ("--seed", "seed", "0")]
+    for flag, dest, default in tiny_sizes:  # left out: make_tiny_model's own default
+        tiny.add_argument(flag, dest=dest, type=int, metavar="N", default=argparse.SUPPRESS, help=f"default: {default}")
     student = sub.add_parser("make-student", help="a distillation student: the first N layers of a model")
     student.add_argument("--source", default="models/smollm2-135m-instruct")
     student.add_argument("--layers", type=int, required=True)
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "make-tiny-model":
             from rl_system.models import make_tiny_model
 
-            print(make_tiny_model(args.output))
+            sizes = {k: v for k, v in vars(args).items() if k not in ("command", "output", "arch")}
+            print(make_tiny_model(args.output, arch=args.arch, **sizes))
         elif args.command == "make-student":
             from rl_system.models import make_layer_cut
 

@@ -78,7 +78,10 @@ def test_lora_config_keys(tmp_path):
     path.write_text("learner: {lora: {r: 16, target_modules: [q_proj, v_proj]}}\n")
     assert load_config(path).learner.lora == LoraConfig(r=16, target_modules=("q_proj", "v_proj"))
     assert load_config(None, ["learner.lora.r=8", "learner.lora.alpha=16"]).learner.lora.alpha == 16.0
-    assert load_config(None, []).learner.lora.r == 0
+    assert load_config(None, []).learner.lora == LoraConfig(r=0, target_modules="all-linear")
+    path.write_text("learner: {lora: {r: 16, target_modules: all-linear}}\n")  # TRL's and peft's form
+    assert load_config(path).learner.lora.target_modules == "all-linear"
+    assert load_config(None, ["learner.lora.target_modules=[c_attn]"]).learner.lora.target_modules == ("c_attn",)
 
 
 @pytest.mark.parametrize("overrides, error", [
@@ -89,7 +92,11 @@ def test_lora_config_keys(tmp_path):
     (["learner.lora.alpha=0"], "config key 'learner.lora.alpha': expected a positive number, got 0.0"),
     (["learner.lora.dropout=1"], "config key 'learner.lora.dropout': expected a number in [0, 1), got 1.0"),
     (["learner.lora.target_modules=[]"],
-     "config key 'learner.lora.target_modules': expected a non-empty list of module names, got ()"),
+     "config key 'learner.lora.target_modules': expected all-linear or a non-empty list of module names, got ()"),
+    (["learner.lora.target_modules=q_proj"],
+     "config key 'learner.lora.target_modules': expected all-linear or a non-empty list of module names, "
+     "got 'q_proj'"),
+    (["learner.lora.target_modules=3"], "config key 'learner.lora.target_modules': expected a string or a list, got 3"),
 ])
 def test_bad_lora_config_is_one_line(overrides, error):
     with pytest.raises(ConfigError) as e:

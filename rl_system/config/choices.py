@@ -10,6 +10,8 @@ LOSS_AGG_MODES = ("seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"
 ADVANTAGE_ESTIMATORS = ("grpo", "rloo", "reinforce_pp")  # rl_system/algorithms/advantages.py
 POLICY_LOSSES = ("grpo", "gspo")  # rl_system/training.grpo_loss
 REFERENCE_PLACEMENTS = ("auto", "copy", "sharded", "offload")  # rl_system/learner.reference_placement
+# `make-tiny-model --arch`: the causal-LM families rl_system/models/loading.make_tiny_model writes.
+TINY_MODEL_ARCHS = ("llama", "qwen2", "gpt2", "gpt_neox")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 PRM_AGGREGATES = ("min", "last", "product")

@@ -123,23 +123,26 @@ def build(cls: type, raw: Any, prefix: str):
         raise ConfigError(f"config section '{where}': {e}") from None
 
 
+KIND_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", tuple: "a list",
+              dict: "a mapping"}  # how a union's message names its kinds
+
+
 def _coerce(hint: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, key + ".")
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        if value is None and type(None) in typing.get_args(hint):
             return None
-        kinds = [o for o in options if o is not type(None)]
-        if len(kinds) == 1:
-            return _coerce(kinds[0], value, key)
-        for kind in kinds:  # several kinds (int | float | str): the first that takes the value
+        if len(options) == 1:
+            return _coerce(options[0], value, key)
+        for kind in options:  # several kinds (int | float | str, str | tuple): the first that takes the value
             try:
                 return _coerce(kind, value, key)
             except ConfigError:
                 pass
-        check(False, key, " or ".join(getattr(k, "__name__", str(k)) for k in kinds), value)
+        check(False, key, " or ".join(KIND_WORDS.get(typing.get_origin(k) or k, str(k)) for k in options), value)
     if origin is tuple:
         args = typing.get_args(hint)
         check(isinstance(value, (list, tuple)), key, "a list", value)

@@ -221,7 +221,7 @@ class RolloutConfig:
         return self.min_workers or self.num_workers, self.max_workers or self.num_workers
 
 
-LORA_DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_ALL_LINEAR = "all-linear"  # peft's (and TRL's) word for every linear layer but the output head
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,12 @@ class LoraConfig:
                      Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: LoRA off)"))
     alpha: float = setting(32.0, "the update is scaled by alpha / r", POSITIVE)
     dropout: float = setting(0.0, "dropout on the adapters' input", Rule(lambda v: 0 <= v < 1, "a number in [0, 1)"))
-    target_modules: tuple[str, ...] = setting(
-        LORA_DEFAULT_TARGETS, "module names (or dotted name ends) wrapped",
-        Rule(lambda v: isinstance(v, tuple) and bool(v) and all(isinstance(m, str) and m for m in v),
-             "a non-empty list of module names"))
+    target_modules: str | tuple[str, ...] = setting(
+        LORA_ALL_LINEAR, "module names (or dotted name ends) wrapped; all-linear: every linear layer (Linear, "
+                         "GPT-2's Conv1D) but the output head, whatever the architecture",
+        Rule(lambda v: v == LORA_ALL_LINEAR or (isinstance(v, tuple) and bool(v)
+                                                and all(isinstance(m, str) and m for m in v)),
+             f"{LORA_ALL_LINEAR} or a non-empty list of module names"))
 
     def __post_init__(self) -> None:
         check_rules(self, "learner.lora.")

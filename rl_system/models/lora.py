@@ -17,21 +17,28 @@ from rl_system.config import LoraConfig
 
 def apply_lora(model: torch.nn.Module, cfg: LoraConfig):
     """Wraps `model` (in place) in a peft PeftModel with LoRA adapters on `cfg.target_modules`; only the
-    adapters are trainable. A target list that matches nothing, or a tied weight (SmolLM2's lm_head is
-    embed_tokens), is refused: the first would train nothing, the second would merge its delta twice."""
+    adapters are trainable. 'all-linear' is every Linear (or GPT-2 Conv1D) layer but the output head,
+    resolved by peft for any architecture. A target list that matches nothing, or a tied weight (SmolLM2's
+    lm_head is embed_tokens), is refused: the first would train nothing, the second would merge its delta twice."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
-    from peft.tuners.tuners_utils import check_target_module_exists
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
+    from transformers.pytorch_utils import Conv1D
 
+    targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
     peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+                              target_modules=targets, task_type="CAUSAL_LM")
+    # get_peft_model expands 'all-linear' the same way; expanded here so the checks below see the real names.
+    peft_cfg = _maybe_include_all_linear_layers(peft_cfg, model)
     modules = dict(model.named_modules())
     matched = [name for name in modules if name and check_target_module_exists(peft_cfg, name)]
     if not matched:
         weighted = sorted({name.rpartition(".")[2] for name, m in modules.items()
                            if getattr(getattr(m, "weight", None), "ndim", 0) == 2})  # Linear, Embedding, ...
-        raise ValueError(f"LoRA target_modules {list(cfg.target_modules)} match no module of the model "
+        raise ValueError(f"LoRA target_modules {targets} match no module of the model "
                          f"(its weight matrices are in: {', '.join(weighted[:16])})")
+    # GPT-2's Conv1D keeps its weight as (in, out); saying so up front spares peft's warning for every layer.
+    peft_cfg.fan_in_fan_out = all(isinstance(modules[name], Conv1D) for name in matched)
     owners: dict[int, list[str]] = {}
     for name, module in modules.items():
         for p in module.parameters(recurse=False):
