@@ -75,8 +75,8 @@ CONFIG_COMMANDS = {
     "evaluate": ConfigCommand(
         "test-time search methods x budgets on the held-out split, on Ray",
         "Runs each search method (search.methods, or --methods) at each budget (search.budgets, or --budgets) on "
-        "the held-out split and writes accuracy against compute to search.output_dir. bon / wbon / mcts need the "
-        "ORM at search.orm_path, beam the PRM at search.prm_path.",
+        "the held-out split and writes accuracy against compute to search.output_dir. bon and wbon need the ORM "
+        "at search.orm_path, beam the PRM at search.prm_path, mcts the verifier search.mcts_reward names.",
         ("python -m rl_system evaluate --config configs/evaluate.yaml --methods greedy,maj --budgets 1,4,16",
          "python -m rl_system evaluate --config configs/evaluate.yaml --methods greedy model.path=runs/student")),
     "sft": ConfigCommand(
@@ -185,7 +185,13 @@ def _override_example(examples: tuple[str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # argparse takes one run of positionals: overrides written after a flag come back unknown; they are overrides.
+    if args.command in CONFIG_COMMANDS and all("=" in word and not word.startswith("-") for word in unknown):
+        args.overrides += unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     try:
         if args.command == "prepare-model":
