@@ -3,7 +3,6 @@ the Workers protocol of rl_system/pipeline with ObjectRefs as the handles."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import time
@@ -25,6 +24,7 @@ from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.elastic import RolloutScaler
 from rl_system.models import announce, publish_dtype
+from rl_system.resources import local_num_cpus
 from rl_system.training import merge_stats, shard_bounds
 from rl_system.weights import WeightSyncError
 
@@ -53,11 +53,7 @@ def connect(cfg: TrainConfig) -> None:
     if address:
         ray.init(address=address, namespace=cfg.cluster.namespace)  # the job's runtime env applies
         return
-    most_rollouts = cfg.rollout.worker_bounds()[1]
-    needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + most_rollouts * cfg.rollout.num_cpus
-              + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
-              + (most_rollouts * cfg.env.num_workers * cfg.env.num_cpus if cfg.env.name else 0))
-    ray.init(num_cpus=cfg.cluster.num_cpus or max(math.ceil(needed), os.cpu_count() or 1),
+    ray.init(num_cpus=local_num_cpus(cfg, os.cpu_count() or 1),
              include_dashboard=cfg.cluster.include_dashboard, dashboard_host=cfg.cluster.dashboard_host,
              namespace=cfg.cluster.namespace, runtime_env=env,
              _metrics_export_port=cfg.cluster.metrics_export_port or None)

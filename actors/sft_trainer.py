@@ -17,7 +17,7 @@ from rl_system.learner import deepspeed_config, full_parameters, init_deepspeed
 from rl_system.algorithms.sft import check_sft_inputs, collate_sft, encode_chat, load_chat_rows, sft_and_distill_loss
 from rl_system.config import SFTConfig
 from rl_system.models import TrainingPrecision, announce, detect, load_model, load_tokenizer, resolve
-from rl_system.resources import command_stages
+from rl_system.resources import command_stages, local_num_cpus
 from rl_system.rundir import swap_in
 
 STATE_FILE = "sft_state.json"
@@ -98,8 +98,7 @@ def run_sft(cfg: SFTConfig, before_start=lambda: None) -> dict:
                               teacher_model=absolute(cfg.teacher_model), output_dir=str(Path(cfg.output_dir).resolve()))
     check_sft_inputs(cfg)  # models and rows: a bad one fails here, in one line, before any worker starts
     if not ray.is_initialized():
-        ray.init(num_cpus=max(os.cpu_count() or 1, int(cfg.num_workers * cfg.num_cpus_per_worker) + 1),
-                 include_dashboard=False)
+        ray.init(num_cpus=local_num_cpus(cfg, os.cpu_count() or 1), include_dashboard=False)
     wait_until_schedulable(command_stages("sft", cfg), cfg.schedule_timeout_s, timeout_key="schedule_timeout_s")
     before_start()
     trainer = TorchTrainer(

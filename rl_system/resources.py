@@ -107,6 +107,23 @@ def command_stages(command: str, cfg) -> list[list[Demand]]:
     return [sampling_demands(cfg)]  # collect-samples, rejection-sample
 
 
+def local_num_cpus(cfg, cores: int) -> int:
+    """The logical CPUs of the local Ray a command starts when it joins no cluster: at least this
+    machine's `cores`, and enough for every actor at once (cluster.num_cpus, when set, is taken as is)."""
+    if isinstance(cfg, SFTConfig):  # Ray Train's workers, and one CPU for its controller
+        return max(cores, int(cfg.num_workers * cfg.num_cpus_per_worker) + 1)
+    most_rollouts = cfg.rollout.worker_bounds()[1]
+    needed = (cfg.learner.num_ranks * cfg.learner.num_cpus + most_rollouts * cfg.rollout.num_cpus
+              + cfg.reward.num_workers * cfg.reward.num_cpus + sum(m.replicas * m.num_cpus for m in cfg.reward.models)
+              + (most_rollouts * cfg.env.num_workers * cfg.env.num_cpus if cfg.env.name else 0))
+    return cfg.cluster.num_cpus or max(math.ceil(needed), cores)
+
+
+def demand_lines(demands: list[Demand]) -> list[str]:
+    """One line per role: how many actors, what each reserves, how they are placed."""
+    return [f"{d.role}: {d.count} x {_bundle_text(d.bundle)}, placed {d.strategy}" for d in demands if d.count]
+
+
 def plan(demands: list[Demand], free: list[dict], total: list[dict], node_types: list[NodeType],
          autoscaler: str = "none") -> Verdict:
     """`free` / `total`: each live node's free and total resources. `node_types`: what the

@@ -11,7 +11,7 @@ choices.py   the choices shared with the modules that act on them (dtype names, 
 sections.py  one dataclass per section of a run's config
 train.py     TrainConfig: the sections, the top-level keys, and the rules that read several keys
 jobs.py      the configs of `sft` / `distill` and `train-orm` / `train-prm`
-loader.py    load_config: YAML, overrides, coercion
+loader.py    load_config: YAML, overrides, coercion; to_yaml, its inverse (--print-config)
 reference.py the text of docs/config.md, from the declarations
 """
 from rl_system.config.checks import ConfigError, one_line, preview
@@ -20,7 +20,7 @@ from rl_system.config.choices import (
     LANGUAGES, PRM_AGGREGATES, PROMPT_KINDS, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS,
 )
 from rl_system.config.jobs import RewardModelTrainConfig, SFTConfig
-from rl_system.config.loader import build, load_config, to_dict
+from rl_system.config.loader import build, load_config, to_dict, to_yaml
 from rl_system.config.sections import (
     ClusterConfig, CollectConfig, CurriculumConfig, DataConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig,
     LoggingConfig, LoraConfig, ModelConfig, R1Config, RejectionConfig, RewardConfig, RewardFunctionConfig,
@@ -33,5 +33,5 @@ __all__ = ["ADVANTAGE_ESTIMATORS", "ATTN_IMPLEMENTATIONS", "AUTO", "ClusterConfi
            "LOSS_AGG_MODES", "LearnerConfig", "LoggingConfig", "LoraConfig", "ModelConfig", "PLACEMENT_STRATEGIES",
            "POLICY_LOSSES", "PRM_AGGREGATES", "PROMPT_KINDS", "R1Config", "REFERENCE_PLACEMENTS", "RejectionConfig",
            "RewardConfig", "RewardFunctionConfig", "RewardModelConfig", "RewardModelTrainConfig", "RolloutConfig",
-           "SEARCH_METHODS", "SFTConfig", "STEP_SPLITS", "SearchConfig", "StarConfig", "TaskConfig", "TrainConfig", "build",
-           "load_config", "one_line", "preview", "sampling_for", "to_dict"]
+           "SEARCH_METHODS", "SFTConfig", "STEP_SPLITS", "SearchConfig", "StarConfig", "TaskConfig", "TrainConfig",
+           "build", "load_config", "one_line", "preview", "sampling_for", "to_dict", "to_yaml"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Hashable
@@ -175,3 +176,45 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
+
+
+def to_yaml(config: Any, comments: dict[str, str] | None = None) -> str:
+    """Every key of `config` as YAML that load_config reads back to an equal config: sections as
+    blocks, each value on one line; `comments`: dotted key -> a comment written after its value."""
+    comments = comments or {}
+
+    def lines(tree: dict, prefix: str, indent: str) -> list[str]:
+        out = []
+        for key, value in tree.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and value and dataclasses.is_dataclass(_field_type(config, dotted)):
+                out += [f"{indent}{key}:", *lines(value, dotted + ".", indent + "  ")]
+                continue
+            comment = f"  # {comments[dotted]}" if dotted in comments else ""
+            out.append(f"{indent}{key}: {_one_line(value)}{comment}")
+        return out
+
+    return "\n".join(lines(to_dict(config), "", "")) + "\n"
+
+
+def _field_type(config: Any, dotted: str) -> Any:
+    """The declared type of a dotted key (a section is a dataclass; a dict-typed key is a value)."""
+    cls = type(config)
+    for part in dotted.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+class _OneLineDumper(yaml.SafeDumper):
+    """Flow style on one line: a tuple as a list, a string holding a line break double-quoted (escaped)."""
+
+
+_OneLineDumper.add_representer(tuple, lambda dumper, value: dumper.represent_list(list(value)))
+_OneLineDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style='"' if "\n" in value or "\r" in value else None))
+
+
+def _one_line(value: Any) -> str:
+    text = yaml.dump(value, Dumper=_OneLineDumper, default_flow_style=True, width=math.inf, allow_unicode=True,
+                     sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...")
