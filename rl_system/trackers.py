@@ -1,4 +1,5 @@
-"""Experiment trackers (logging.trackers): where a run's step metrics go besides metrics.jsonl.
+"""Experiment trackers (logging.trackers): where a run's step metrics go besides metrics.jsonl:
+TensorBoard, Weights & Biases, MLflow.
 
 One class per tracker, each a rl_system.metrics.Tracker; MetricsWriter fans out to the ones a run
 chose. Each gets the scalars of every metrics.jsonl line (same names, same step), the
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from rl_system.config import ConfigError, LoggingConfig, one_line
 from rl_system.metrics import Tracker
 
 # The trackers whose package is optional: pyproject.toml's `trackers` extra brings them.
-OPTIONAL_PACKAGES = {"wandb": "wandb"}
+OPTIONAL_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
 INSTALL_HINT = "pip install -e '.[trackers]' (or make install-all)"
 
 
@@ -90,7 +93,57 @@ class WandbTracker:
         self._run.finish(exit_code=0 if ok else 1)
 
 
-TRACKER_CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}
+class MlflowTracker:
+    """An MLflow run in experiment logging.project: by default in a file store under output_dir/mlruns, or
+    at logging.mlflow_tracking_uri. The config goes in as params (dotted keys), the precision as a tag,
+    the results as metrics at the last step; a failed run ends FAILED."""
+
+    PARAM_CHARS, PARAMS_BATCH, METRICS_BATCH = 6000, 100, 1000  # MLflow's limits: a param's length, items per call
+
+    def __init__(self, settings: LoggingConfig, run_dir: Path, config: dict, resume_after_step: int | None):
+        mlflow = require("mlflow")
+        uri = settings.mlflow_tracking_uri or (Path(run_dir).resolve() / "mlruns").as_uri()
+        if uri.startswith("file:"):  # MLflow 3 refuses its file store unless asked; a local run wants no database
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self._client, self._entities = mlflow.tracking.MlflowClient(uri), mlflow.entities
+        experiment = self._client.get_experiment_by_name(settings.project)
+        experiment_id = experiment.experiment_id if experiment else self._client.create_experiment(settings.project)
+        name = settings.run_name or Path(run_dir).resolve().name
+        self._run_id = self._client.create_run(experiment_id, run_name=name).info.run_id
+        self._last_step = resume_after_step or 0
+        params = [self._entities.Param(key, str(value)[:self.PARAM_CHARS]) for key, value in _dotted(config).items()]
+        for i in range(0, len(params), self.PARAMS_BATCH):
+            self._client.log_batch(self._run_id, params=params[i:i + self.PARAMS_BATCH])
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [self._entities.Metric(key, float(value), now, step) for key, value in scalars.items()]
+        for i in range(0, len(metrics), self.METRICS_BATCH):
+            self._client.log_batch(self._run_id, metrics=metrics[i:i + self.METRICS_BATCH])
+        self._last_step = step
+
+    def text(self, tag: str, text: str) -> None:
+        self._client.set_tag(self._run_id, tag, text)
+
+    def summary(self, values: dict[str, float]) -> None:
+        self.log(self._last_step, values)
+
+    def close(self, ok: bool) -> None:
+        self._client.set_terminated(self._run_id, "FINISHED" if ok else "FAILED")
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+TRACKER_CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
 
 
 def open_trackers(settings: LoggingConfig, run_dir: Path, config: dict, resume_after_step: int | None) -> list[Tracker]:

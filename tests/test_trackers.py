@@ -2,14 +2,16 @@
 of metrics.jsonl, the run's config and its held-out results, read back with the tracker's own reader;
 a failed run closes them readable; a bad name or a missing package is a one-line error.
 
-W&B runs offline here (its default), with its directories under tmp_path: nothing reaches the network
-or $HOME."""
+W&B runs offline here (its default), with its directories under tmp_path, and MLflow in its default file
+store under the run directory: nothing reaches the network or $HOME."""
 import json
 import subprocess
 import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mlflow.tracking import MlflowClient
 
 from rl_system.config import ConfigError, LoggingConfig, load_config
 from rl_system.config.choices import TRACKERS
@@ -51,6 +53,13 @@ def wandb_summary(records: list[dict]) -> dict:
     return summary
 
 
+def mlflow_run(run_dir):
+    """The one MLflow run in run_dir/mlruns (the default store), read with MLflow's own client."""
+    client = MlflowClient((run_dir / "mlruns").resolve().as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("rl_system").experiment_id])
+    return client, run
+
+
 def tensorboard_events(run_dir) -> EventAccumulator:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
@@ -68,7 +77,7 @@ def tensorboard_text(run_dir, tag: str) -> str:
 
 def test_two_steps_reach_every_tracker_with_the_steps_and_values_of_metrics_jsonl(tiny_model_dir, tmp_path,
                                                                                    offline_wandb):
-    cfg = local_config(tiny_model_dir, tmp_path, "logging.trackers=[tensorboard, wandb]", "eval_before=true",
+    cfg = local_config(tiny_model_dir, tmp_path, "logging.trackers=[tensorboard, wandb, mlflow]", "eval_before=true",
                        "logging.run_name=tiny")
     workers = LocalWorkers(cfg)
     try:
@@ -88,13 +97,22 @@ def test_two_steps_reach_every_tracker_with_the_steps_and_values_of_metrics_json
     run = next(r["run"] for r in records if r["type"] == "run")
     assert run["display_name"] == "tiny" and run["project"] == "rl_system"
     assert run["config"]["update"]["model"]["path"] == str(tiny_model_dir)
-    assert run["config"]["update"]["logging"]["trackers"] == ["tensorboard", "wandb"]
+    assert run["config"]["update"]["logging"]["trackers"] == ["tensorboard", "wandb", "mlflow"]
     summary = wandb_summary(records)
     for when in ("before", "after"):
         assert summary[f"held_out/{when}/accuracy"] == results[when]["accuracy"]
         assert summary[f"held_out/{when}/num_problems"] == 4
     assert summary["precision"] == describe(results["precision"])
     assert next(r["exit"] for r in records if r["type"] == "exit").get("exit_code", 0) == 0
+
+    client, run = mlflow_run(tmp_path)
+    assert run.info.run_name == "tiny" and run.info.status == "FINISHED"
+    for key, values in expected.items():
+        history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        assert history == [(step, pytest.approx(value)) for step, value in values], key
+    assert run.data.params["model.path"] == str(tiny_model_dir)
+    assert run.data.metrics["held_out/after/accuracy"] == pytest.approx(results["after"]["accuracy"])
+    assert run.data.tags["precision"] == describe(results["precision"])
 
     scalars = tensorboard_scalars(tmp_path)
     for key, values in expected.items():
@@ -106,7 +124,7 @@ def test_two_steps_reach_every_tracker_with_the_steps_and_values_of_metrics_json
 
 
 def test_a_failed_run_closes_its_trackers_readable(tmp_path, offline_wandb):
-    settings = LoggingConfig(trackers=("tensorboard", "wandb"))
+    settings = LoggingConfig(trackers=("tensorboard", "wandb", "mlflow"))
     with pytest.raises(RuntimeError, match="learner died"):
         with MetricsWriter(tmp_path, open_trackers(settings, tmp_path, {"seed": 3}, None)) as writer:
             writer.log(1, {"loss": 0.5, "reward/total": 1.25})
@@ -116,12 +134,14 @@ def test_a_failed_run_closes_its_trackers_readable(tmp_path, offline_wandb):
     assert wandb_history(records)[1]["reward/total"] == 1.25
     assert next(r["exit"] for r in records if r["type"] == "exit")["exit_code"] == 1
     assert tensorboard_scalars(tmp_path)["loss"] == [(1, 0.5)]
+    client, run = mlflow_run(tmp_path)
+    assert run.info.status == "FAILED" and run.data.metrics["reward/total"] == 1.25
 
 
 def test_a_tracker_name_outside_the_list_is_a_one_line_config_error():
     with pytest.raises(ConfigError, match=r"^config key 'logging.trackers': expected a list of distinct names from "
-                                          r"tensorboard, wandb, got \['tensorboard', 'mlflow'\]$"):
-        load_config(None, ["logging.trackers=[tensorboard, mlflow]"])
+                                          r"tensorboard, wandb, mlflow, got \['tensorboard', 'comet'\]$"):
+        load_config(None, ["logging.trackers=[tensorboard, comet]"])
     with pytest.raises(ConfigError, match=r"^config key 'logging.wandb_mode': expected 'offline' or 'online', got 'cloud'$"):
         load_config(None, ["logging.wandb_mode=cloud"])
     assert tuple(TRACKER_CLASSES) == TRACKERS  # every name the config allows has its class

@@ -19,7 +19,7 @@ PROMPT_KINDS = ("all", "reasoning", "general")
 STEP_SPLITS = ("lines", "step", "sentences")
 SEARCH_METHODS = ("greedy", "maj", "bon", "wbon", "beam", "mcts")
 ISOLATION_MODES = ("jail", "limits_only")  # env.python_isolation
-TRACKERS = ("tensorboard", "wandb")  # logging.trackers: rl_system/trackers.py
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # logging.trackers: rl_system/trackers.py
 WANDB_MODES = ("offline", "online")
 # The targets of the language-consistency reward; rl_system/rewards/rules.py has each one's Unicode scripts.
 LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "it", "ja", "ko", "pt", "ru", "zh")

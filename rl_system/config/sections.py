@@ -467,11 +467,13 @@ class LoggingConfig:
                                                           f"{', '.join(TRACKERS)} ([]: metrics.jsonl only)",
                                         Rule(lambda v: all(t in TRACKERS for t in v) and len(set(v)) == len(v),
                                              f"a list of distinct names from {', '.join(TRACKERS)}", list))
-    project: str = setting("rl_system", "the W&B project the run is logged to", NON_EMPTY)
-    run_name: str = setting("", "the W&B run's name; \"\": output_dir's last folder (e.g. r1_zero)")
+    project: str = setting("rl_system", "the W&B project (MLflow experiment) the run is logged to", NON_EMPTY)
+    run_name: str = setting("", "the W&B (MLflow) run's name; \"\": output_dir's last folder (e.g. r1_zero)")
     wandb_mode: str = setting("offline", "offline: W&B writes output_dir/wandb only (`wandb sync` uploads it); "
                                          "online: it also streams to the W&B server",
                              one_of(WANDB_MODES, "'offline' or 'online'"))
+    mlflow_tracking_uri: str = setting("", "where MLflow logs: a tracking server's URI or a store; \"\": a file "
+                                           "store in output_dir/mlruns (`mlflow ui --backend-store-uri` reads it)")
 
 
 ENV_INTEGERS = ("max_turns", "max_observation_chars", "python_memory_mb", "python_cpu_s", "num_workers", "threads")
