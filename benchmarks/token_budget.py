@@ -49,7 +49,8 @@ def learner(args, budget: int) -> Learner:
     rank = Learner(cfg, world_size=1, rank=0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        rank.setup("127.0.0.1", s.getsockname()[1], publish_dtype="float32")
+        port = s.getsockname()[1]
+    rank.setup("127.0.0.1", port, publish_dtype="float32")
     return rank
 
 
