@@ -270,11 +270,14 @@ class RayWorkers:
 
     def train(self, batch: list) -> dict:
         """One update on the leased batch: each rank gets the refs of its share of the groups only
-        (shard_bounds) and fetches just those. Acknowledged when every rank is done, released on failure."""
+        (shard_bounds) and fetches just those; with learner.max_tokens_per_micro_batch every rank
+        gets them all and keeps its token-balanced share (Learner.shard). Acknowledged when every
+        rank is done, released on failure."""
         keys, groups = [key for key, _ in batch], [ref for _, [ref] in batch]
         ranks = self.learners.actors
         start = time.monotonic()
-        refs = [rank.train.remote(groups[slice(*shard_bounds(len(groups), i, len(ranks)))])
+        whole_batch = self.cfg.learner.max_tokens_per_micro_batch > 0
+        refs = [rank.train.remote(groups if whole_batch else groups[slice(*shard_bounds(len(groups), i, len(ranks)))])
                 for i, rank in enumerate(ranks)]
         try:
             per_rank = ray.get(refs)

@@ -1,6 +1,7 @@
 """The learner's GRPO computation on one shard of a batch; pure torch, any engine that calls like a model."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +213,43 @@ def tis_cap(cfg) -> float:
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     """This rank's contiguous share of n samples: shares differ by one at most, and none is left out."""
     return rank * n // world, (rank + 1) * n // world
+
+
+def sample_tokens(sample: Sample) -> int:
+    """What one sample costs a forward: its prompt and completion tokens."""
+    return len(sample.prompt_ids) + len(sample.completion_ids)
+
+
+def token_balanced_shards(tokens: list[int], world: int) -> list[list[int]]:
+    """Each rank's sample indices (in batch order), so that every rank gets about the same number of
+    tokens: the longest first, each onto the rank with the fewest tokens so far (the lower rank on a
+    tie). No rank ends more than one sample's tokens above the mean. Deterministic: every rank computes the same
+    split from the same batch."""
+    loads = [(0, rank) for rank in range(world)]  # a heap of (tokens so far, rank)
+    shards: list[list[int]] = [[] for _ in range(world)]
+    for i in sorted(range(len(tokens)), key=lambda i: (-tokens[i], i)):
+        load, rank = heapq.heappop(loads)
+        shards[rank].append(i)
+        heapq.heappush(loads, (load + tokens[i], rank))
+    return [sorted(shard) for shard in shards]
+
+
+def token_budget_micro_batches(shapes: list[tuple[int, int]], budget: int) -> list[list[int]]:
+    """Sample indices per micro-batch from each sample's (prompt, completion) lengths: as many samples
+    as keep the micro-batch's padded tokens, rows x (longest prompt + longest completion) as collate
+    pads them, within `budget`; a sample longer than the budget alone. Longest first, so that
+    samples of like length share a micro-batch and little of it is padding. Deterministic."""
+    batches: list[list[int]] = []
+    prompt_len = completion_len = 0
+    for i in sorted(range(len(shapes)), key=lambda i: (-sum(shapes[i]), i)):
+        p, c = shapes[i][0], max(1, shapes[i][1])
+        if batches and (len(batches[-1]) + 1) * (max(prompt_len, p) + max(completion_len, c)) <= budget:
+            batches[-1].append(i)
+            prompt_len, completion_len = max(prompt_len, p), max(completion_len, c)
+        else:
+            batches.append([i])
+            prompt_len, completion_len = p, c
+    return batches
 
 
 def loss_counts(samples: list[Sample]) -> tuple[int, int]:

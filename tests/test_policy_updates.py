@@ -68,14 +68,14 @@ def test_old_logprobs_are_fixed_before_the_first_step(learner, tiny_model_dir):
 
     learner.cfg = dataclasses.replace(learner.cfg, learner=dataclasses.replace(learner.cfg.learner, ppo_epochs=2))
     samples = flatten_groups(batch(tiny_model_dir, learner.version), True)
-    learner.attach_fixed_logprobs(samples, largest=len(samples))
+    learner.attach_fixed_logprobs([samples], 1, samples[0])
     with torch.no_grad():
         expected = completion_logprobs(learner.engine, collate(samples, learner.pad_id, learner.device), 1.0)
     for i, s in enumerate(samples):
         assert torch.allclose(s.old_logprobs, expected[i, :len(s.completion_ids)], atol=1e-5)
         assert s.ref_logprobs is None  # beta = 0: no reference pass
     stale = flatten_groups(batch(tiny_model_dir, learner.version - 1), True)
-    learner.attach_fixed_logprobs(stale, largest=len(stale))
+    learner.attach_fixed_logprobs([stale], 1, stale[0])
     # a lagging sample keeps pi_behaviour
     assert all(s.old_logprobs.tolist() == s.behaviour_logprobs.tolist() for s in stale)
 

@@ -253,6 +253,11 @@ class LearnerConfig:
                                          Rule(lambda v: all(0 <= b < 1 for b in v), "two numbers in [0, 1)", list))
     grad_clip: float = setting(1.0, "gradient-norm clip", NON_NEGATIVE)
     micro_batch_size: int = setting(8, "sequences per forward/backward on one rank", POSITIVE_INT)
+    # Long-tailed completion lengths: a fixed count pads every row to the longest; a budget packs like lengths.
+    max_tokens_per_micro_batch: int = setting(
+        0, "> 0: micro-batches cut by padded tokens (rows x longest prompt + completion) instead of "
+           "micro_batch_size, and samples dealt to ranks by tokens; 0: off",
+        Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: micro_batch_size sequences per micro-batch)"))
     beta: float = setting(0.0, "KL coefficient; 0 loads no reference model", NON_NEGATIVE)
     epsilon_low: float = setting(0.2, "the ratio's lower clip is 1 - epsilon_low", NON_NEGATIVE,
                                  Rule(lambda v: v < 1, "a number in [0, 1) (the ratio's lower clip is 1 - it)"))

@@ -21,7 +21,8 @@ from rl_system.models import (
     save_merged,
 )
 from rl_system.training import (
-    Sample, collate, completion_logprobs, flatten_groups, grpo_loss, loss_counts, merge_stats, shard_bounds, tis_cap,
+    Sample, collate, completion_logprobs, flatten_groups, grpo_loss, loss_counts, merge_stats, sample_tokens,
+    shard_bounds, tis_cap, token_balanced_shards, token_budget_micro_batches,
 )
 from rl_system.types import PromptGroup
 from rl_system.weights import PublishSlots
@@ -99,31 +100,34 @@ class Learner:
 
     def train(self, groups: list[PromptGroup]) -> dict:
         """One update on the batch, of which this rank holds `groups` (whole groups; the other ranks
-        the rest): learner.ppo_epochs passes, each of learner.mini_batches optimizer steps, whatever
-        the shards' sizes. What the whole batch decides (its size, each mini-batch's loss normaliser,
+        the rest), or with learner.max_tokens_per_micro_batch the whole batch (`shard`):
+        learner.ppo_epochs passes, each of learner.mini_batches optimizer steps, whatever the shards'
+        sizes. What the whole batch decides (its size, each mini-batch's loss normaliser,
         REINFORCE++'s moments) is summed over the ranks. An empty batch is skipped by every rank
         alike: no step, and the policy version stays."""
         cfg, lc = self.cfg, self.cfg.learner
-        samples = flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter, self._sum_across_ranks)
+        samples = self.shard(groups)
         parts = [samples[slice(*shard_bounds(len(samples), m, lc.mini_batches))] for m in range(lc.mini_batches)]
-        # Per mini-batch: [largest part of any rank, sequences, tokens], one all-reduce for them all.
-        sizes = [[len(part), *loss_counts(part)] for part in parts]
-        largest = self._max_across_ranks(torch.tensor([len(samples)] + [n for n, _, _ in sizes], dtype=torch.float64))
-        counts = self._sum_across_ranks(torch.tensor([[q, t] for _, q, t in sizes], dtype=torch.float64))
-        if largest[0] == 0:
+        plans = [self.micro_batches(part) for part in parts]
+        shard_plan = self.micro_batches(samples)  # for the pass that attaches the fixed log-probs
+        # Per mini-batch: [most micro-batches of any rank, sequences, tokens], one all-reduce for them all.
+        most = self._max_across_ranks(torch.tensor([len(shard_plan)] + [len(plan) for plan in plans],
+                                                   dtype=torch.float64)).int().tolist()
+        counts = self._sum_across_ranks(torch.tensor([loss_counts(part) for part in parts], dtype=torch.float64))
+        if most[0] == 0:
             return {"sequences": 0}
         # A rank runs zero-weight copies of `pad` where it has fewer micro-batches than another.
         pad = samples[0] if samples else self._pad_sample()
         self.engine.train()
-        self.attach_fixed_logprobs(samples or [pad], largest=int(largest[0]))
+        self.attach_fixed_logprobs(shard_plan, most[0], pad)
         totals: dict[str, float] = {}
         steps = 0
         for _ in range(lc.ppo_epochs):
-            for m, part in enumerate(parts):
-                if largest[m + 1] == 0:
+            for m, plan in enumerate(plans):
+                if most[m + 1] == 0:
                     continue  # no rank has a sample for this mini-batch
                 normalizer = loss_normalizer(lc.loss_agg, int(counts[m][0]), int(counts[m][1]), cfg.rollout.max_new_tokens)
-                self._optimizer_step(part, int(largest[m + 1]), normalizer, totals, pad)
+                self._optimizer_step(plan, most[m + 1], normalizer, totals, pad)
                 steps += 1
         self.version += 1
         totals["loss"] = totals.get("loss", 0.0) / steps  # the mean over the update's optimizer steps
@@ -131,6 +135,27 @@ class Learner:
         totals["sequences"] = len(samples)
         totals["peak_memory_gib_max"] = peak_memory_gib(self.device)
         return totals
+
+    def shard(self, groups: list[PromptGroup]) -> list[Sample]:
+        """This rank's samples. With learner.max_tokens_per_micro_batch every rank is handed the whole
+        batch and keeps its share of token_balanced_shards, the same split on every rank; otherwise
+        `groups` is its share already, cut by count (shard_bounds)."""
+        lc = self.cfg.learner
+        if not lc.max_tokens_per_micro_batch:
+            return flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter, self._sum_across_ranks)
+        samples = flatten_groups(groups, lc.std_norm, lc.advantage, lc.overlong_filter)  # the whole batch is here
+        share = token_balanced_shards([sample_tokens(s) for s in samples], self.world_size)[self.rank]
+        return [samples[i] for i in share]
+
+    def micro_batches(self, samples: list[Sample]) -> list[list[Sample]]:
+        """learner.micro_batch_size samples at a time, or with learner.max_tokens_per_micro_batch as
+        many as that many padded tokens hold (token_budget_micro_batches)."""
+        lc = self.cfg.learner
+        if lc.max_tokens_per_micro_batch:
+            shapes = [(len(s.prompt_ids), len(s.completion_ids)) for s in samples]
+            return [[samples[i] for i in batch]
+                    for batch in token_budget_micro_batches(shapes, lc.max_tokens_per_micro_batch)]
+        return [samples[i:i + lc.micro_batch_size] for i in range(0, len(samples), lc.micro_batch_size)]
 
     def _sum_across_ranks(self, values: torch.Tensor) -> torch.Tensor:
         return self._reduce(values, torch.distributed.ReduceOp.SUM)
@@ -149,17 +174,17 @@ class Learner:
         """A one-token stand-in for a rank that holds no sample of a batch others train on."""
         return Sample([self.pad_id], [self.pad_id], [0.0], 0.0, self.version, in_loss=False)
 
-    def _optimizer_step(self, part: list[Sample], largest_part: int, normalizer: float, totals: dict,
+    def _optimizer_step(self, plan: list[list[Sample]], micro_batches: int, normalizer: float, totals: dict,
                         pad: Sample) -> None:
-        """One optimizer step on this rank's part of a mini-batch. ZeRO reduces gradients in every
-        backward, a collective: every rank runs the micro-batches the largest part needs, a shorter
-        one padding with zero-weight copies of a sample."""
+        """One optimizer step on this rank's part of a mini-batch, cut into the micro-batches of
+        `plan`. ZeRO reduces gradients in every backward, a collective: every rank runs
+        `micro_batches`, the most any rank has, one with fewer padding with zero-weight copies of a sample."""
         lc = self.cfg.learner
-        micro_batches = max(1, -(-largest_part // lc.micro_batch_size))
         for i in range(micro_batches):
-            micro = part[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
+            micro = plan[i] if i < len(plan) else []
             # Gradients accumulate up to the last micro-batch, whatever number DeepSpeed was set up
-            # for; engine.step() then applies them as one step.
+            # for (its gradient_accumulation_steps, which backward does not scale by here); engine.step()
+            # then applies them as one step.
             self.engine.set_gradient_accumulation_boundary(i == micro_batches - 1)
             batch = collate(micro or [pad], self.pad_id, self.device)
             loss, stats = grpo_loss(self.engine, batch, lc, normalizer, self.version, self.cfg.rollout.temperature,
@@ -172,18 +197,19 @@ class Learner:
         self.engine.step()
 
     @torch.no_grad()
-    def attach_fixed_logprobs(self, shard: list[Sample], largest: int) -> None:
+    def attach_fixed_logprobs(self, plan: list[list[Sample]], micro_batches: int, pad: Sample) -> None:
         """Before the first pass, the log-probs that stay fixed through the update: the reference
         policy's (KL, beta > 0), and the learner's own when the batch takes several optimizer steps
         (the ratio's denominator; stale samples keep their behaviour log-probs, the lag's correction).
-        Micro-batches as many as the largest shard needs, since ZeRO-3 forwards are collective."""
+        `plan`: this rank's micro-batches; `micro_batches` of them run, the most any rank has (a
+        forward of `pad` where this rank has none left), since ZeRO-3 forwards are collective."""
         lc = self.cfg.learner
         several_steps = lc.ppo_epochs * lc.mini_batches > 1
         if not (several_steps or lc.beta > 0):
             return
-        for i in range(max(1, -(-largest // lc.micro_batch_size))):
-            micro = shard[i * lc.micro_batch_size:(i + 1) * lc.micro_batch_size]
-            batch = collate(micro or shard[:1], self.pad_id, self.device)
+        for i in range(micro_batches):
+            micro = plan[i] if i < len(plan) else []
+            batch = collate(micro or [pad], self.pad_id, self.device)
             lengths = [len(s.completion_ids) for s in micro]
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 if several_steps:
