@@ -177,20 +177,21 @@ def test_resume_continues_with_the_identical_next_steps(tiny_model_dir, tmp_path
     assert resumed == straight
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path, zero_stage):
+@pytest.mark.parametrize("zero_stage, token_budget", [(2, 0), (3, 0), (2, 20)], ids=["zero2", "zero3", "tokens"])
+def test_short_and_uneven_batches_are_one_optimizer_step_each(tiny_model_dir, tmp_path, zero_stage, token_budget):
     """2 ranks, DeepSpeed set up for 4 groups of 3 (6 micro-batches of 1 sample a rank). The
     buffer hands 2 groups (one a rank: 3 micro-batches each), then 1 (rank 0 gets none and runs 3
     zero-weight micro-batches beside rank 1's 3). Each is exactly one optimizer step on every rank
     that moves the weights and trains every sample (stepping after the 6th micro-batch, DeepSpeed
     took none for either).
     At ZeRO-3 every forward is a collective too, the reference's (a sharded engine) included, and the
-    publish after each update gathers a module at a time."""
+    publish after each update gathers a module at a time. With a token budget (20: one 9-11-token sample
+    a micro-batch) every rank gets the whole batch and trains its token-balanced share."""
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "prompts_per_step=4",
         "rollout.group_size=3", "learner.micro_batch_size=1", "learner.num_ranks=2", f"learner.zero_stage={zero_stage}",
         "rollout.num_workers=1", "learner.lr=1e-3", "data.num_eval=4", "cluster.include_dashboard=false",
-        "learner.beta=0.1",
+        "learner.beta=0.1", f"learner.max_tokens_per_micro_batch={token_budget}",
     ]))
     groups = [PromptGroup(problem, [5 + k] * 6, [[7] * 3, [8] * 4, [9] * 5], ["x"] * 3, [[-1.0] * n for n in (3, 4, 5)],
                           [False] * 3, 0, total_rewards=[0.0, 1.0, 2.0])

@@ -119,7 +119,7 @@ class Learner:
         # A rank runs zero-weight copies of `pad` where it has fewer micro-batches than another.
         pad = samples[0] if samples else self._pad_sample()
         self.engine.train()
-        self.attach_fixed_logprobs(shard_plan, most[0], pad)
+        self.attach_fixed_logprobs(shard_plan or [[pad]], most[0], pad)  # a rank with none: its pad's, for the pad passes
         totals: dict[str, float] = {}
         steps = 0
         for _ in range(lc.ppo_epochs):
