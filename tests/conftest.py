@@ -4,6 +4,8 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ["tests.ray_guard"]  # the no_ray fixture
+
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "matplotlib"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Before Ray is first imported: its config reads the auth mode once per process. Local ray.init()

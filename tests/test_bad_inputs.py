@@ -23,24 +23,14 @@ import yaml
 
 from rl_system import cli
 from rl_system.rundir import mark_run_dir
+from tests.ray_guard import StartedRay
 
 HERE = Path(__file__).parent / "bad_inputs"
 CORPUS = yaml.safe_load((HERE / "cases.yaml").read_text())
 TRAIN_COMMANDS = ("train", "pipeline", "star", "collect-samples", "rejection-sample", "evaluate")
 
 
-class StartedRay(Exception):
-    """Raised in place of ray.init: a bad input that gets this far was not caught before the run."""
-
-
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    import ray
-
-    def refuse(*args, **kwargs):
-        raise StartedRay("the command got as far as ray.init(): the bad input was not caught before the run")
-
-    monkeypatch.setattr(ray, "init", refuse)
+pytestmark = pytest.mark.usefixtures("no_ray")
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,7 @@ CLASSES = {"sft": SFTConfig, "distill": SFTConfig, "train-orm": RewardModelTrain
            "train-prm": RewardModelTrainConfig}
 
 
-class StartedRay(Exception):
-    """Raised in place of ray.init: --print-config and --dry-run (on a local cluster) start no Ray."""
-
-
-@pytest.fixture(autouse=True)
-def no_ray(monkeypatch):
-    import ray
-
-    def refuse(*args, **kwargs):
-        raise StartedRay("ray.init() was called")
-
-    monkeypatch.setattr(ray, "init", refuse)
+pytestmark = pytest.mark.usefixtures("no_ray")  # --print-config and --dry-run start no Ray
 
 
 @pytest.fixture(scope="module")

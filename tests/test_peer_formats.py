@@ -17,6 +17,7 @@ from rl_system.rewards.runner import RewardRunner
 from rl_system.rewards.scoring import GroupScorer
 from rl_system.rollout.params import chat_texts
 from rl_system.types import PromptGroup
+from tests.ray_guard import StartedRay
 
 VERL_SYSTEM = "Let's think step by step and output the final answer after ####."
 
@@ -259,23 +260,14 @@ def test_probe_names_a_verl_dict_without_score():
                       timeout_s=30)
 
 
-class StartedRay(Exception):
-    pass
-
-
 @pytest.mark.parametrize("peer", ["verl", "trl", "openrlhf"])
-def test_train_with_a_peers_data_and_rewards_gets_as_far_as_ray(peer, tmp_path, tiny_model_dir, monkeypatch):
+def test_train_with_a_peers_data_and_rewards_gets_as_far_as_ray(peer, tmp_path, tiny_model_dir, no_ray):
     """What a user of each peer types: `python -m rl_system train` with their data and reward function
     passes every check made before the run (the reward probe included) and reaches ray.init."""
     import datasets
-    import ray
 
     from rl_system import cli
 
-    def started(*args, **kwargs):
-        raise StartedRay()
-
-    monkeypatch.setattr(ray, "init", started)
     if peer == "verl":
         path = tmp_path / "train.parquet"
         datasets.Dataset.from_list(verl_rows(12)).to_parquet(str(path))
