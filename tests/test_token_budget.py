@@ -127,7 +127,7 @@ def test_token_budget_trains_like_the_fixed_count(tiny_model_dir):
     samples = budget.shard(batch)
     assert len(budget.micro_batches(samples)) != len(fixed.micro_batches(samples))
     start = parameters(fixed)
-    for options in ({}, {"ppo_epochs": 2, "mini_batches": 2, "epsilon_low": 0.01, "epsilon_high": 0.01}):
+    for options in ({}, {"ppo_epochs": 2, "mini_batches": 2, "epsilon_low": 1e-4, "epsilon_high": 1e-4}):
         stats = []
         for rank in (fixed, budget):
             rank.cfg = dataclasses.replace(rank.cfg, learner=dataclasses.replace(rank.cfg.learner, **options))
