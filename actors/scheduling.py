@@ -54,6 +54,19 @@ def check(demands: list[Demand]) -> Verdict:
     return plan(demands, free, total, types, kind)
 
 
+def check_on_cluster(address: str, stages: list[list[Demand]]) -> list[Verdict]:
+    """Each stage's verdict on the running cluster at `address`, joined as a driver that starts no actor
+    (`--dry-run`); a cluster that cannot be reached is a one-line SchedulingError."""
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except ConnectionError as e:
+        raise SchedulingError(f"cluster.address '{address}': {' '.join(str(e).split())}") from None
+    try:
+        return [check(stage) for stage in stages]
+    finally:
+        ray.shutdown()
+
+
 def wait_until_schedulable(stages: list[list[Demand]], timeout_s: float, log=print,
                            timeout_key: str = "cluster.schedule_timeout_s") -> None:
     """Returns once the first stage fits in the cluster's free resources; raises SchedulingError at

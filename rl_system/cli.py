@@ -480,7 +480,9 @@ def resource_plan(command: str, cfg) -> list[str]:
     stages = command_stages(command, cfg)
     address = (cfg.cluster.address if isinstance(cfg, TrainConfig) else "") or os.environ.get("RAY_ADDRESS", "")
     if address:
-        where, verdicts = f"the Ray cluster at '{address}'", _verdicts_on_cluster(address, stages)
+        from actors.scheduling import check_on_cluster
+
+        where, verdicts = f"the Ray cluster at '{address}'", check_on_cluster(address, stages)
     else:
         node = _local_node(local_num_cpus(cfg, os.cpu_count() or 1))
         where = (f"a local Ray on this machine ({node['CPU']:g} logical CPUs for {os.cpu_count()} cores, "
@@ -505,21 +507,6 @@ def _local_node(num_cpus: int) -> dict:
     if torch.cuda.is_available():
         node["GPU"] = float(torch.cuda.device_count())
     return node
-
-
-def _verdicts_on_cluster(address: str, stages: list) -> list:
-    """Each stage's verdict on a running cluster, read as a driver that starts no actor."""
-    import ray
-    from actors.scheduling import check
-
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except ConnectionError as e:
-        raise SchedulingError(f"cluster.address '{address}': {' '.join(str(e).split())}") from None
-    try:
-        return [check(stage) for stage in stages]
-    finally:
-        ray.shutdown()
 
 
 def step_plan(command: str, checked: Checked) -> list[str]:

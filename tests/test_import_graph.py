@@ -103,6 +103,22 @@ def test_every_import_points_down_a_floor():
     assert upward == []
 
 
+def ray_imports(path: Path) -> list[str]:
+    """The import statements of a file, at any depth, that name ray or a ray module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [f"{path.relative_to(ROOT)}:{node.lineno}" for name in names if name.split(".")[0] == "ray"]
+    return found
+
+
+def test_no_core_module_imports_ray_even_inside_a_function():
+    """The core drives Ray only through actors/ (imported where a command runs on Ray), never itself."""
+    assert [hit for path in sorted(CORE.rglob("*.py")) for hit in ray_imports(path)] == []
+    assert ray_imports(ROOT / "actors" / "scheduling.py")  # the check sees ray where it is imported
+
+
 def test_the_checks_see_a_circle_and_an_upward_import():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert imports_of(CORE / "local.py", core_modules()) >= {"rl_system.learner", "rl_system.rollout"}
