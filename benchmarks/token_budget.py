@@ -13,7 +13,6 @@ micro-batch, so neither needs more memory than the other. Medians of --repeats s
 from __future__ import annotations
 
 import argparse
-import socket
 from functools import partial
 
 import numpy as np
@@ -47,10 +46,7 @@ def learner(args, budget: int) -> Learner:
         "learner.autocast_dtype=float32", "learner.beta=0", f"learner.num_threads={args.threads}",
         "cluster.include_dashboard=false"])
     rank = Learner(cfg, world_size=1, rank=0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port, publish_dtype="float32")
+    rank.setup_alone("float32")
     return rank
 
 

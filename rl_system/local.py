@@ -4,7 +4,6 @@ rewards in their child process, the ledger, one DeepSpeed rank). The baseline of
 benchmarks/overhead.py, and a way to step through the driver loop in a debugger."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -31,10 +30,7 @@ class LocalWorkers:
         rollout = resolve(cfg.rollout.dtype, "rollout.dtype", detect(self.device))
         self.reports = [self.learner.precision(), rollout.as_dict()]
         announce(self.reports)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.learner.setup("127.0.0.1", port, publish_dtype=rollout.dtype)
+        self.learner.setup_alone(rollout.dtype)
         self.sampler = HFSampler(cfg, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code),
                                  load_policy(cfg.model, rollout.dtype, self.device).eval())
         torch.manual_seed(cfg.seed * 1000)  # as rollout worker 0 seeds itself

@@ -14,16 +14,20 @@ def load(path):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
-@pytest.fixture
-def lora_model(tiny_model_dir):
-    """The tiny model with rank-4 adapters whose lora_B is random (peft starts it at zero: no change)."""
-    peft_model = apply_lora(load(tiny_model_dir), LoraConfig(r=4, alpha=8.0))
+def random_adapters(peft_model):
+    """lora_B drawn at random (peft starts it at zero, a merge that changes nothing)."""
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.5)
     return peft_model
+
+
+@pytest.fixture
+def lora_model(tiny_model_dir):
+    """The tiny model with rank-4 adapters whose lora_B is random."""
+    return random_adapters(apply_lora(load(tiny_model_dir), LoraConfig(r=4, alpha=8.0)))
 
 
 def test_merged_weights_have_plain_names_and_base_plus_delta(tiny_model_dir, lora_model):

@@ -7,12 +7,12 @@ import warnings
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
-from transformers import AutoModelForCausalLM
 
 from rl_system.cli import main as cli
 from rl_system.config import LoraConfig
 from rl_system.config.choices import TINY_MODEL_ARCHS
 from rl_system.models import apply_lora, check_model_dir, load_tokenizer, merged_named_parameters, save_merged
+from tests.test_lora import load, random_adapters
 
 IDS = torch.tensor([[1, 5, 9, 200, 17, 3, 42, 8]])
 # Each family's linear layers (the output head excepted), by their names' last part.
@@ -32,20 +32,6 @@ def arch_model_dirs(tmp_path_factory):
         cli(["make-tiny-model", "--arch", arch, "--output", str(root / arch), "--hidden-size", "32", "--layers", "2",
              "--heads", "4", "--kv-heads", "2", "--intermediate-size", "48"])
     return {arch: root / arch for arch in TINY_MODEL_ARCHS}
-
-
-def load(path):
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-
-
-def random_adapters(peft_model):
-    """lora_B drawn at random (peft starts it at zero, a merge that changes nothing)."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(std=0.5)
-    return peft_model
 
 
 @pytest.mark.parametrize("arch", TINY_MODEL_ARCHS)

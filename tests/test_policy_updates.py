@@ -2,7 +2,6 @@
 batch (ppo_epochs x mini_batches) make the clipped ratio act, the reference log-probs feed the KL,
 GSPO and the entropy bonus train, and the policy's entropy is reported every update."""
 import dataclasses
-import socket
 
 import pytest
 import torch
@@ -21,10 +20,7 @@ def learner(tiny_model_dir):
         "learner.micro_batch_size=2", "learner.lr=0.02", "learner.autocast_dtype=float32", "learner.beta=0",
         "learner.num_threads=1"])
     rank = Learner(cfg, world_size=1, rank=0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port, publish_dtype="float32")
+    rank.setup_alone("float32")
     return rank
 
 
@@ -102,10 +98,7 @@ def test_lora_trains_adapters_only_and_publishes_merged_weights(tiny_model_dir, 
         "learner.micro_batch_size=4", "learner.lr=0.05", "learner.autocast_dtype=float32", "learner.beta=0.1",
         "learner.num_threads=1", "learner.lora.r=4", "rollout.dtype=float32"])
     rank = Learner(cfg, world_size=1, rank=0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port, publish_dtype="float32")
+    rank.setup_alone("float32")
     assert rank.ref_model is None  # the reference is the base under the disabled adapter, no copy
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     base = {n: p.detach().clone() for n, p in rank.engine.module.named_parameters() if "lora_" not in n}

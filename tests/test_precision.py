@@ -4,7 +4,6 @@ is a pure function of a few facts, and only those facts are faked. The AVX2 case
 in a subprocess told to use AVX2 kernels only, on whatever CPU runs the suite."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,10 +155,7 @@ def test_a_float16_learner_trains_with_deepspeeds_loss_scaler_over_fp32_weights(
                                 "dtype": "float16", "node_kind": rank.precision_report.node_kind,
                                 "weights": "float32", "reference": "float32",
                                 **({"warning": rank.precision_report.warning} if rank.precision_report.warning else {})}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rank.setup("127.0.0.1", port, publish_dtype="float32")
+    rank.setup_alone("float32")
     scaler = rank.engine.optimizer.torch_autocast_gradscaler  # ZeRO-2's
     assert scaler is not None and scaler.is_enabled()
     before = {n: p.detach().clone() for n, p in rank.engine.module.named_parameters()}

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import resource
+import socket
 
 import torch
 
@@ -86,6 +87,12 @@ class Learner:
         self.pad_id = load_tokenizer(cfg.model.path, cfg.model.trust_remote_code).pad_token_id
         self.autocast = self.training_precision.autocast
 
+    def setup_alone(self, publish_dtype: str) -> None:
+        """setup for the only rank, in this process: its rendezvous on a free loopback port."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.setup("127.0.0.1", port, publish_dtype)
     def _reference_model(self, deepspeed, ds_config: dict):
         """The frozen initial policy, as learner.reference places it: a full copy on this rank's
         device, or (ZeRO-3) a ZeRO-3 inference engine, partitioned over the ranks or offloaded."""
