@@ -31,3 +31,15 @@ def vllm_model_dir(tmp_path_factory):
     from rl_system.models import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("vllm") / "model", hidden_size=256))
+
+
+@pytest.fixture(scope="session")
+def chat_data(tmp_path_factory):
+    """16 chat rows (a `messages` column, JSON Lines): what sft and distill read."""
+    import json
+
+    path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
+    path.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
+                                                        {"role": "assistant", "content": f"<answer>{i + 1}</answer>"}]})
+                               for i in range(16)))
+    return str(path)

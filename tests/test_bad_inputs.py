@@ -34,19 +34,15 @@ pytestmark = pytest.mark.usefixtures("no_ray")
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, tiny_model_dir):
+def shared(tmp_path_factory, tiny_model_dir, chat_data):
     """Valid inputs each case starts from (and then spoils one of)."""
     import datasets
 
     root = tmp_path_factory.mktemp("valid")
-    chat = root / "chat.jsonl"
-    chat.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
-                                                       {"role": "assistant", "content": f"<answer>{i + 1}</answer>"}]})
-                              for i in range(16)))
     samples = root / "samples"
     datasets.Dataset.from_list([{"question": f"{i} + 1?", "completion": f"<answer>{i + 1}</answer>", "label": 1,
                                  "split": "train", "step_labels": [1.0]} for i in range(4)]).save_to_disk(str(samples))
-    return {"tiny_model": tiny_model_dir, "chat_data": str(chat), "samples": str(samples), "here": str(HERE),
+    return {"tiny_model": tiny_model_dir, "chat_data": chat_data, "samples": str(samples), "here": str(HERE),
             "home": str(Path.home())}
 
 

@@ -3,7 +3,6 @@ explained, every example right for its sub-command (each runs here with --dry-ru
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -24,20 +23,16 @@ pytestmark = pytest.mark.usefixtures("no_ray")  # --print-config and --dry-run s
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_model_dir):
+def inputs(tmp_path_factory, tiny_model_dir, chat_data):
     """What the examples read, made small: chat data for sft / distill, samples with step labels."""
     import datasets
 
     root = tmp_path_factory.mktemp("inputs")
-    chat = root / "chat.jsonl"
-    chat.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"What is {i} + 1?"},
-                                                       {"role": "assistant", "content": f"<answer>{i + 1}</answer>"}]})
-                              for i in range(16)))
     samples = root / "samples"
     datasets.Dataset.from_list([{"question": f"{i} + 1?", "completion": f"Step one. <answer>{i + 1}</answer>",
                                  "label": i % 2, "split": "train" if i < 6 else "eval", "step_labels": [1.0, 0.0]}
                                 for i in range(8)]).save_to_disk(str(samples))
-    return {"model": tiny_model_dir, "chat": str(chat), "samples": str(samples)}
+    return {"model": tiny_model_dir, "chat": chat_data, "samples": str(samples)}
 
 
 def small_inputs(command: str, inputs: dict, out: Path) -> list[str]:
