@@ -164,4 +164,11 @@ def test_a_float16_learner_trains_with_deepspeeds_loss_scaler_over_fp32_weights(
     assert all(p.dtype == torch.float32 for p in rank.engine.module.parameters())
     assert any(not torch.equal(before[n], p) for n, p in rank.engine.module.named_parameters())
     assert scaler.get_scale() > 1  # the loss really went through a scale
+    # DeepSpeed keeps a torch_autocast engine's dtype for the life of the process: the next float32 engine
+    # in it must not inherit the loss scale (it would skip steps on the scaled gradients).
+    fp32 = Learner(load_config("configs/r1_zero.yaml", [f"model.path={tiny_model_dir}", "prompts_per_step=2",
+                                                        "learner.num_ranks=1", "learner.autocast_dtype=float32"]),
+                   world_size=1, rank=0)
+    fp32.setup_alone("float32")
+    assert fp32.engine.optimizer.torch_autocast_gradscaler is None
 

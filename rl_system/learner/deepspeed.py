@@ -92,6 +92,12 @@ def init_deepspeed(device: torch.device):
     from deepspeed.utils import groups
 
     groups._release_process_group_references(group=None)
+    # DeepSpeed records a torch_autocast engine's dtype for the life of the process, and every later engine's
+    # optimizer reads it: after a float16 one, a float32 engine would scale its loss and skip its steps.
+    # Each engine built after this call sets it again from its own config.
+    from deepspeed.runtime import torch_autocast
+
+    torch_autocast.TORCH_AUTOCAST_INITIALIZED, torch_autocast.TORCH_AUTOCAST_DTYPE = False, None
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     return deepspeed
 
