@@ -1,7 +1,7 @@
 """Generation throughput, HF backend vs vLLM backend, side by side in one run on the demo's prompts:
 the demo model in the demo's rollout dtype, G samples of at most max_new_tokens per prompt, stop at
-`</answer>`, one rollout worker's share of a step (prompts_per_step / num_workers prompts a call) and
-a larger call (--big prompts). Both backends sample in this process with the same torch threads;
+`</answer>`, the demo's whole step in one call (prompts_per_step prompts x G samples, what one
+rollout worker generates when it serves the step alone) and a larger call (--big prompts). Both backends sample in this process with the same torch threads;
 tokens/s over --repeats calls after one warm-up call. Engine start-up is reported apart.
 
     python benchmarks/vllm_vs_hf.py [--repeats 3] [--big 32] [--threads 2]
@@ -29,7 +29,6 @@ def main() -> None:
     cfg = demo_config([])
     tokenizer = load_tokenizer(cfg.model.path)
     train = load_splits(cfg.data)[0]
-    per_worker = cfg.prompts_per_step // cfg.rollout.num_workers
     dtype = cpu_dtype(cfg.rollout.dtype, "rollout.dtype")
     hf = HFSampler(cfg, tokenizer, load_policy(cfg.model, dtype, torch.device("cpu")).eval())
     start = time.perf_counter()
@@ -41,7 +40,7 @@ def main() -> None:
           f"{args.threads} torch threads; vLLM engine start {engine_start_s:.1f} s")
     print("| prompts a call | backend | tokens/s | s a call | vLLM / HF |")
     print("|---|---|---|---|---|")
-    for prompts in (per_worker, args.big):
+    for prompts in (cfg.prompts_per_step, args.big):
         problems = train[:prompts]
         rates = {}
         for name, generate in (("hf", lambda: hf.generate(problems, params, 0)),
