@@ -532,9 +532,13 @@ def step_plan(command: str, checked: Checked) -> list[str]:
         from rl_system.pipeline.r1 import STAGES
 
         r1 = cfg.r1
-        return [f"stages: {' -> '.join(STAGES)}",
-                (f"steps: reasoning RL {r1.reasoning_rl_steps} and all-scenario RL {r1.all_scenario_rl_steps} "
-                 f"steps x {per_step}; each SFT {cfg.sft.epochs} epochs on {cfg.sft.num_workers} workers"), cadence]
+        stages = STAGES[:STAGES.index(r1.last_stage) + 1]
+        rl_steps = " and ".join(f"{label} {steps}" for stage, label, steps in (
+            ("reasoning_rl", "reasoning RL", r1.reasoning_rl_steps),
+            ("all_scenario_rl", "all-scenario RL", r1.all_scenario_rl_steps)) if stage in stages)
+        return [f"stages: {' -> '.join(stages)}" + (f" (cold start: {r1.cold_start})"),
+                (f"steps: {rl_steps or 'no RL'} steps x {per_step}; each SFT {cfg.sft.epochs} epochs on "
+                 f"{cfg.sft.num_workers} workers"), cadence]
     if command == "star":
         return [(f"steps: {cfg.star.iterations} iterations, each {cfg.star.num_prompts} prompts x {group} samples "
                  f"(failures retried with a hint), SFT {cfg.sft.epochs} epochs on {cfg.sft.num_workers} workers, "

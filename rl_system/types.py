@@ -75,6 +75,7 @@ def group_summary(group: PromptGroup) -> dict:
         "policy_version": group.policy_version,
         "task": group.problem.task,  # per-task metrics and the curriculum of a data.tasks mixture
         "level": group.problem.level,
+        "problem_id": group.problem.problem_id,  # data.difficulty_filter's pass-rate history
         "rewards": {name: sum(v) / len(v) for name, v in group.rewards.items()},
         "scores": {name: list(v) for name, v in group.rewards.items()},  # per completion
         "total_reward": sum(group.total_rewards) / len(group.total_rewards),

@@ -189,3 +189,43 @@ def test_mixture_config_loads():
     assert searched.search.tasks == ("chain_sum_3x2", "basic_arithmetic")
     with pytest.raises(ConfigError, match="'search.tasks': expected names of data.tasks"):
         load_config("configs/r1_zero_mix.yaml", ["search.tasks=[chain_sum_hard]"])
+
+
+def test_difficulty_filter_skips_what_all_or_none_solved_and_resumes():
+    from rl_system.config import DifficultyFilterConfig
+    from rl_system.data.difficulty import DifficultyFilter
+
+    f = DifficultyFilter(DifficultyFilterConfig(enabled=True, window=2, retry_after=2))
+    f.observe([{"problem_id": 1, "correct": [1.0] * 4}, {"problem_id": 2, "correct": [0.0] * 4},
+               {"problem_id": 3, "correct": [1.0, 0.0, 0.0, 0.0]}, {"problem_id": 4, "correct": []}])
+    assert (f.verdict(1), f.verdict(2), f.verdict(3), f.verdict(4), f.verdict(5)) == (
+        "too_easy", "too_hard", None, None, None)  # a group without accuracy scores counts for nothing
+    f.observe([{"problem_id": 1, "correct": [0.0] * 4}])
+    assert f.verdict(1) is None  # (1 + 0) / 2: the last `window` groups only
+    assert [f.admit(2) for _ in range(4)] == [False, False, True, False]  # let through after retry_after skips
+    assert f.metrics() == {"filter/skipped_too_easy": 0, "filter/skipped_too_hard": 3, "filter/problems_seen": 3}
+    resumed = DifficultyFilter(f.cfg, json.loads(json.dumps(f.state())))
+    assert resumed.state() == f.state() and resumed.admit(2) == f.admit(2)
+
+
+def test_the_sampler_draws_past_filtered_problems_and_resumes_exactly():
+    cfg = load_config(None, ["data.difficulty_filter.enabled=true", "data.difficulty_filter.retry_after=3",
+                             "data.tasks=[{name: a}, {name: b}]"]).data
+    train = labelled({"a": 10, "b": 10})
+    sampler = TaskMixtureSampler(cfg, train, seed=0)
+    first = sampler.next_batch(20)  # one epoch of each task
+    solved = {p.problem_id for p in first if p.task == "a"}
+    metrics = sampler.observe([{"task": p.task, "level": 0, "problem_id": p.problem_id,
+                                "correct": [1.0, 1.0] if p.task == "a" else [1.0, 0.0]} for p in first])
+    assert metrics["filter/problems_seen"] == 20 and metrics["filter/skipped_too_easy"] == 0
+    state = json.loads(json.dumps(sampler.filter_state()))
+    resumed = TaskMixtureSampler(cfg, train, seed=0, cursor=sampler.cursor, filter_state=state)
+    second = sampler.next_batch(20)
+    assert [p.problem_id for p in second] == [p.problem_id for p in resumed.next_batch(20)]
+    # Every problem of task a was solved by all its samples: each is skipped up to retry_after times
+    # before it is let through, so a's draws move past its skipped problems; b is drawn as unfiltered.
+    assert {p.problem_id for p in second if p.task == "a"} <= solved
+    assert sampler.filter.skipped["too_easy"] > 0 and sampler.skipped_draws["a"] == sampler.filter.skipped["too_easy"]
+    unfiltered = TaskMixtureSampler(DataConfig(tasks=cfg.tasks), train, seed=0, cursor=20)
+    assert [p.problem_id for p in second if p.task == "b"] == [p.problem_id for p in unfiltered.next_batch(20)
+                                                                if p.task == "b"]

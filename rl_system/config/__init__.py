@@ -22,14 +22,14 @@ from rl_system.config.choices import (
 from rl_system.config.jobs import RewardModelTrainConfig, SFTConfig
 from rl_system.config.loader import build, load_config, to_dict, to_yaml
 from rl_system.config.sections import (
-    ClusterConfig, CollectConfig, CurriculumConfig, DataConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig,
+    ClusterConfig, CollectConfig, CurriculumConfig, DataConfig, DifficultyFilterConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig,
     LoggingConfig, LoraConfig, ModelConfig, R1Config, RejectionConfig, RewardConfig, RewardFunctionConfig,
     RewardModelConfig, RolloutConfig, SearchConfig, StarConfig, TaskConfig,
 )
 from rl_system.config.train import TrainConfig, sampling_for
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "ATTN_IMPLEMENTATIONS", "AUTO", "ClusterConfig", "CollectConfig", "ConfigError",
-           "CurriculumConfig", "DTYPES", "DataConfig", "DynamicSamplingConfig", "EnvConfig", "LANGUAGES",
+           "CurriculumConfig", "DTYPES", "DataConfig", "DifficultyFilterConfig", "DynamicSamplingConfig", "EnvConfig", "LANGUAGES",
            "LOSS_AGG_MODES", "LearnerConfig", "LoggingConfig", "LoraConfig", "ModelConfig", "PLACEMENT_STRATEGIES",
            "POLICY_LOSSES", "PRM_AGGREGATES", "PROMPT_KINDS", "R1Config", "REFERENCE_PLACEMENTS", "RejectionConfig",
            "RewardConfig", "RewardFunctionConfig", "RewardModelConfig", "RewardModelTrainConfig", "RolloutConfig",

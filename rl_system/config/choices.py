@@ -23,6 +23,9 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")  # logging.trackers: rl_system/tra
 WANDB_MODES = ("offline", "online")
 # The targets of the language-consistency reward; rl_system/rewards/rules.py has each one's Unicode scripts.
 LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "it", "ja", "ko", "pt", "ru", "zh")
+# The stages of `pipeline` (rl_system/pipeline/r1.py), in order.
+R1_STAGES = ("cold_start_data", "cold_start_sft", "reasoning_rl", "general_data", "rejection_data", "sft",
+             "all_scenario_rl")
 # A task's name is the middle of its metric keys (task/<name>/accuracy).
 TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # A tag name as written between < and >: kept simple so it can be used in a regex and a stop string.

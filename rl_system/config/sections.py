@@ -17,11 +17,12 @@ from rl_system.config.checks import (
 )
 from rl_system.config.choices import (
     ADVANTAGE_ESTIMATORS, ATTN_IMPLEMENTATIONS, ISOLATION_MODES, LANGUAGES, LOSS_AGG_MODES, PLACEMENT_STRATEGIES,
-    POLICY_LOSSES, PRM_AGGREGATES, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS, TAG_NAME, TASK_NAME, TRACKERS,
+    POLICY_LOSSES, PRM_AGGREGATES, R1_STAGES, REFERENCE_PLACEMENTS, SEARCH_METHODS, STEP_SPLITS, TAG_NAME, TASK_NAME, TRACKERS,
     WANDB_MODES,
 )
 
 SOURCES = ("reasoning_gym", "file")
+PASS_RATE = Rule(lambda v: 0 <= v <= 1, "a pass rate in [0, 1]")
 ORM_OR_PRM = one_of(("orm", "prm"), "'orm' or 'prm'")
 TAG_RULE = Rule(lambda v: isinstance(v, str) and bool(TAG_NAME.match(v)),
                 "a tag name like 'tool' (letters, digits, _ or -)")
@@ -83,6 +84,19 @@ class CurriculumConfig:
 
 
 @dataclass(frozen=True)
+class DifficultyFilterConfig:
+    """Online difficulty filtering: a drawn problem whose pass rate over its last `window` groups is at
+    least `high` (all solved) or at most `low` (none solved) is skipped for the next one of its task,
+    so groups keep their reward spread; after `retry_after` skips in a row it is drawn again."""
+    enabled: bool = setting(False, "skip problems recently solved by every sample or by none")
+    window: int = setting(2, "a problem's last groups its pass rate is averaged over", POSITIVE_INT)
+    min_groups: int = setting(1, "groups a problem needs before it can be skipped", POSITIVE_INT)
+    low: float = setting(0.0, "skip at or below this pass rate (0: none of the samples right)", PASS_RATE)
+    high: float = setting(1.0, "skip at or above this pass rate (1: every sample right)", PASS_RATE)
+    retry_after: int = setting(4, "skips in a row after which a problem is drawn again", POSITIVE_INT)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """The problems: one task (source / task / task_args / path / columns) or a weighted mixture (tasks)."""
     source: str = setting("reasoning_gym", "where the problems come from: 'reasoning_gym' or 'file'")
@@ -104,6 +118,8 @@ class DataConfig:
     tasks: tuple[TaskConfig, ...] = setting((), "a weighted mixture of tasks, each with its own splits and metrics; "
                                                 "it replaces the one task the keys above describe")
     curriculum: CurriculumConfig = section(CurriculumConfig, "for tasks with `levels`")
+    difficulty_filter: DifficultyFilterConfig = section(DifficultyFilterConfig, "online difficulty filtering of "
+                                                                                "the training problems")
 
     def task_specs(self) -> tuple[TaskConfig, ...]:
         """The tasks, sizes filled in: data.tasks, or the one task described by the keys above (named "")."""
@@ -360,8 +376,13 @@ class StarConfig:
 class R1Config:
     """`pipeline`: the DeepSeek-R1 recipe in stages, each checkpointed; `--resume` skips finished ones."""
     output_dir: str = setting("runs/r1", "where the stages are written")
-    cold_start_prompts: int = setting(136, "reasoning prompts sampled (with hints where needed) for cold-start SFT",
-                                      POSITIVE_INT)
+    cold_start: str = setting("sampled", "cold-start data: 'sampled' (the base model's right answers, hinted where "
+                                         "needed) or 'traces' (worked solutions written by code, "
+                                         "rl_system/data/traces.py)", one_of(("sampled", "traces")))
+    cold_start_prompts: int = setting(136, "reasoning prompts sampled (with hints where needed) for cold-start SFT, "
+                                           "or traced", POSITIVE_INT)
+    last_stage: str = setting("all_scenario_rl", "the last stage run (e.g. reasoning_rl: cold start and reasoning "
+                                                 "RL only)", one_of(R1_STAGES, f"one of {', '.join(R1_STAGES)}"))
     reasoning_rl_steps: int = setting(20, "steps of reasoning-oriented RL", POSITIVE_INT)
     language: str = setting("en", "target language of the language-consistency reward",
                             one_of(LANGUAGES, f"one of {', '.join(LANGUAGES)}"))

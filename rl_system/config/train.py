@@ -137,6 +137,8 @@ def _validate_data(d: DataConfig) -> None:
     check(len(names) == len(set(names)), "data.tasks", "distinct task names", names)
     check(not d.tasks or any(t.weight > 0 for t in d.tasks), "data.tasks", "at least one task with weight > 0",
            [t.weight for t in d.tasks])
+    f = d.difficulty_filter
+    check(f.low < f.high, "data.difficulty_filter.low", f"less than data.difficulty_filter.high ({f.high})", f.low)
 
 
 def _validate_rewards(c: TrainConfig) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from rl_system.config import CurriculumConfig, DataConfig
+from rl_system.data.difficulty import DifficultyFilter
 from rl_system.data.problem import Problem
 from rl_system.data.sources import PromptSampler
 from rl_system.metrics import mean
@@ -61,9 +62,9 @@ class Curriculum:
         self.levels = {name: min(state["levels"].get(name, 0), n - 1) for name, n in self.num_levels.items()}
         self.recent = {name: list(state["recent"].get(name, [])) for name in self.num_levels}
 
-    def observe(self, summaries: list[dict]) -> None:
-        """One step's scored groups (group_summary dicts)."""
-        by_task = group_by_task(summaries)
+    def observe(self, summaries: list[dict]) -> list[tuple[str, int]]:
+        """One step's scored groups (group_summary dicts); returns the (task, new level) of each promotion."""
+        by_task, promoted = group_by_task(summaries), []
         for name, level in self.levels.items():
             at_level = [s for s in by_task.get(name, []) if s["level"] == level]
             if not at_level or level == self.num_levels[name] - 1:
@@ -72,6 +73,8 @@ class Curriculum:
             self.recent[name] = (self.recent[name] + [accuracy])[-self.cfg.window:]
             if len(self.recent[name]) == self.cfg.window and mean(self.recent[name]) >= self.cfg.threshold:
                 self.levels[name], self.recent[name] = level + 1, []
+                promoted.append((name, level + 1))
+        return promoted
 
     def state(self) -> dict:
         """What a checkpoint keeps (JSON): levels and the recent accuracies at them."""
@@ -82,10 +85,12 @@ class TaskMixtureSampler:
     """The training prompts of a run. Position k of the run (its cursor) draws from the task the
     TaskSchedule names, from that task's pool at its current curriculum level, walked in seeded epochs
     (PromptSampler) by the task's own draw number. With one task this is PromptSampler(train, seed).
-    The cursor and the curriculum's state are all a resume needs."""
+    With data.difficulty_filter on, a drawn problem the filter skips gives way to the task's next draw;
+    the draws each task skipped so far shift its later ones. The cursor, the curriculum's state and the
+    filter's (skips included) are all a resume needs."""
 
     def __init__(self, cfg: DataConfig, train: list[Problem], seed: int, cursor: int = 0,
-                 curriculum_state: dict | None = None):
+                 curriculum_state: dict | None = None, filter_state: dict | None = None):
         pools: dict[tuple[str, int], list[Problem]] = {}
         for problem in train:
             pools.setdefault((problem.task, problem.level), []).append(problem)
@@ -99,20 +104,41 @@ class TaskMixtureSampler:
         self.curriculum = Curriculum(cfg.curriculum, {t.name: len(t.levels) for t in cfg.tasks if t.weight > 0},
                                      curriculum_state)
         self.cursor = cursor
+        filter_state = filter_state or {}
+        self.filter = DifficultyFilter(cfg.difficulty_filter, filter_state) if cfg.difficulty_filter.enabled else None
+        self.skipped_draws: dict[str, int] = dict(filter_state.get("skipped_draws", {}))
+        self.promotions: list[tuple[str, int]] = []  # the last observe's
 
     def next_batch(self, n: int) -> list[Problem]:
         batch = []
         for position in range(self.cursor, self.cursor + n):
             task, draw = self.schedule.at(position)
-            name = self.names[task]
-            batch.append(self.pools[name, self.curriculum.levels.get(name, 0)].problem_at(draw))
+            batch.append(self._draw(self.names[task], draw))
         self.cursor += n
         return batch
 
+    def _draw(self, name: str, draw: int) -> Problem:
+        pool = self.pools[name, self.curriculum.levels.get(name, 0)]
+        for _ in range(len(pool.problems)):  # one pass at most: the filter lets a problem through in the end anyway
+            problem = pool.problem_at(draw + self.skipped_draws.get(name, 0))
+            if self.filter is None or self.filter.admit(problem.problem_id):
+                break
+            self.skipped_draws[name] = self.skipped_draws.get(name, 0) + 1
+        return problem
+
     def observe(self, summaries: list[dict]) -> dict[str, float]:
-        """A step's scored groups move the curriculum; returns each leveled task's level as task/<name>/level."""
-        self.curriculum.observe(summaries)
-        return {f"task/{name}/level": level for name, level in self.curriculum.levels.items()}
+        """A step's scored groups move the curriculum and the filter's histories; returns each leveled
+        task's level as task/<name>/level and the filter's counts (filter/*). `promotions` lists the moves."""
+        self.promotions = self.curriculum.observe(summaries)
+        metrics = {f"task/{name}/level": level for name, level in self.curriculum.levels.items()}
+        if self.filter is not None:
+            self.filter.observe(summaries)
+            metrics.update(self.filter.metrics())
+        return metrics
+
+    def filter_state(self) -> dict | None:
+        """What a checkpoint keeps of the difficulty filter (JSON); None when it is off."""
+        return None if self.filter is None else {**self.filter.state(), "skipped_draws": dict(self.skipped_draws)}
 
 
 def group_by_task(summaries: list[dict]) -> dict[str, list[dict]]:

@@ -1,7 +1,8 @@
 """The DeepSeek-R1 recipe, stage by stage. Every stage writes its output under r1.output_dir and
 is recorded in state.json with its wall time and held-out accuracy; `--resume` skips stages done.
 
-  cold_start_data    sampled (and hint-rationalised) correct answers of the base model
+  cold_start_data    sampled (and hint-rationalised) correct answers of the base model, or with
+                     r1.cold_start: traces, worked solutions written by code (rl_system/data/traces.py)
   cold_start_sft     SFT of the base model on them                          -> model A
   reasoning_rl       GRPO from A: accuracy + format + language consistency  -> model B
   general_data       general prompts answered by the base model: SFT rows, and a helpfulness /
@@ -10,6 +11,8 @@ is recorded in state.json with its wall time and held-out accuracy; `--resume` s
   sft                SFT of the base model on that mix                      -> model C
   all_scenario_rl    GRPO from C on reasoning + general prompts: rule rewards on reasoning
                      prompts, the helpfulness/harmlessness RM on general ones -> model D
+
+r1.last_stage stops the recipe after a stage (reasoning_rl: cold start and reasoning RL only).
 """
 from __future__ import annotations
 
@@ -25,16 +28,17 @@ from rl_system.algorithms.reward_model import evaluate_reward_model, train_rewar
 from rl_system.config import (
     RewardFunctionConfig, RewardModelConfig, RewardModelTrainConfig, SFTConfig, TrainConfig,
 )
+from rl_system.config.choices import R1_STAGES
 from rl_system.data import R1_SYSTEM_PROMPT, load_splits
 from rl_system.data.general import REFUSAL, general_problems
-from rl_system.data.sources import save_dataset
+from rl_system.data.sources import DatasetError, save_dataset
+from rl_system.data.traces import TRACED_TASKS, trace_rows
 from rl_system.pipeline import r1_zero
 from rl_system.pipeline.collect import sample_and_grade
 from rl_system.pipeline.rejection import accepted_completions, sft_row
 from rl_system.pipeline.star import Workers, collect_rationales
 
-STAGES = ("cold_start_data", "cold_start_sft", "reasoning_rl", "general_data", "rejection_data", "sft",
-          "all_scenario_rl")
+STAGES = R1_STAGES
 DIRECT_THINK = "<think> This is a general request, so I answer it directly. </think> "
 
 
@@ -45,7 +49,7 @@ def run_r1(cfg: TrainConfig, start_workers: Callable[..., Workers], run_sft: Cal
     state_file = out / "state.json"
     state = json.loads(state_file.read_text()) if resume and state_file.is_file() else {"stages": {}}
     base = cfg.model.path
-    for stage in STAGES:
+    for stage in STAGES[:STAGES.index(cfg.r1.last_stage) + 1]:
         if stage in state["stages"]:
             log(f"{stage}: done before, skipped")
             continue
@@ -67,15 +71,27 @@ def _with(cfg: TrainConfig, **changes) -> TrainConfig:
     return cfg
 
 
-def _evaluate(cfg: TrainConfig, model: str, start_workers) -> float:
+def _evaluate(cfg: TrainConfig, model: str, start_workers) -> dict:
+    """Held-out accuracy, and in a data.tasks mixture each task's, as a stage records them."""
     workers = start_workers(_with(cfg, model__path=model), with_learner=False)
     try:
-        return r1_zero.evaluate(workers, load_splits(cfg.data)[1], cfg)["accuracy"]
+        result = r1_zero.evaluate(workers, load_splits(cfg.data)[1], cfg)
     finally:
         workers.shutdown()
+    tasks = {name: task["accuracy"] for name, task in result.get("tasks", {}).items()}
+    return {"accuracy": result["accuracy"], "mean_length": result["mean_length"],
+            **({"task_accuracy": tasks} if tasks else {})}
 
 
 def cold_start_data(cfg, out, state, start_workers, run_sft, base) -> dict:
+    if cfg.r1.cold_start == "traces":
+        rows = trace_rows(load_splits(cfg.data)[0][:cfg.r1.cold_start_prompts], cfg.data.system_prompt)
+        if not rows:
+            raise DatasetError(f"r1.cold_start 'traces': no problem of the training split has a trace (tasks "
+                               f"{', '.join(TRACED_TASKS)} with + - * only)")
+        save_dataset(rows, out / "cold_start_data", {"written_by": "rl_system/data/traces.py"})
+        return {"output": str(out / "cold_start_data"), "rows": len(rows),
+                "mean_trace_chars": round(sum(len(r["completion"]) for r in rows) / len(rows), 1)}
     workers = start_workers(cfg, with_learner=False)
     try:
         accuracy = r1_zero.evaluate(workers, load_splits(cfg.data)[1], cfg)["accuracy"]
@@ -91,7 +107,7 @@ def _sft_stage(cfg, out, base, data: Path, name: str, run_sft, start_workers) ->
     sft_cfg = dataclasses.replace(cfg.sft, base_model=base, data=str(data), output_dir=str(out / name))
     history = run_sft(sft_cfg)["history"]
     return {"output": sft_cfg.output_dir, "final_loss": history[-1]["loss"],
-            "accuracy": _evaluate(cfg, sft_cfg.output_dir, start_workers)}
+            **_evaluate(cfg, sft_cfg.output_dir, start_workers)}
 
 
 def cold_start_sft(cfg, out, state, start_workers, run_sft, base) -> dict:
@@ -104,8 +120,11 @@ def _grpo_stage(cfg: TrainConfig, start_workers) -> dict:
         results = r1_zero.train(cfg, workers)
     finally:
         workers.shutdown()
-    return {"output": str(Path(cfg.output_dir) / "checkpoint"), "accuracy": results["after"]["accuracy"],
-            "format_rate": results["after"]["format_rate"]}
+    after = results["after"]
+    tasks = {name: task["accuracy"] for name, task in after.get("tasks", {}).items()}
+    return {"output": str(Path(cfg.output_dir) / "checkpoint"), "accuracy": after["accuracy"],
+            "format_rate": after["format_rate"], "mean_length": after["mean_length"],
+            **({"task_accuracy": tasks} if tasks else {})}
 
 
 def _rule_rewards(cfg: TrainConfig, applies_to: str) -> tuple:

@@ -58,7 +58,8 @@ def run_steps(cfg: TrainConfig, workers: Workers, resume: bool, start: dict, wri
     """train's body, from the trainer state `start`: evaluations, steps and checkpoints, logged to `writer`."""
     run_dir = Path(cfg.output_dir)
     train_set, eval_set = load_splits(cfg.data)
-    sampler = TaskMixtureSampler(cfg.data, train_set, cfg.seed, start["data_cursor"], start.get("curriculum"))
+    sampler = TaskMixtureSampler(cfg.data, train_set, cfg.seed, start["data_cursor"], start.get("curriculum"),
+                                 start.get("difficulty_filter"))
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if resume and results_path.exists() else {}
     results["precision"] = workers.precision()
@@ -113,6 +114,10 @@ def run_steps(cfg: TrainConfig, workers: Workers, resume: bool, start: dict, wri
             metrics.update({"groups/generated": generated, "groups/scored": scored_total,
                             "learner/skipped_steps": skipped_steps, **dapo})
             metrics.update(sampler.observe(summaries))  # the curriculum: the next draws may be harder
+            for name, level in sampler.promotions:
+                event = f"step {step}: curriculum moves {name} to level {level}"
+                tqdm.write(event)
+                writer.text("curriculum", event)
             metrics.update(learned_reward_correlations(summaries, [m.name for m in cfg.reward.models]))
             metrics.update(workers.step_done(step, metrics))
             writer.log(step, metrics)
@@ -125,7 +130,7 @@ def run_steps(cfg: TrainConfig, workers: Workers, resume: bool, start: dict, wri
                 # keeps its current levels: an async resume draws the batches ahead again at those.
                 save_checkpoint(cfg, workers, run_dir / "checkpoint", step=step, version=version,
                                 data_cursor=ahead[0][0][0] if ahead else sampler.cursor,
-                                curriculum=sampler.curriculum.state())
+                                curriculum=sampler.curriculum.state(), difficulty_filter=sampler.filter_state())
             if stop.requested:
                 print(f"{stop.signal_name}: stopped after step {step}, checkpoint saved in {run_dir / 'checkpoint'}",
                       flush=True)
