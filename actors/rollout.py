@@ -32,6 +32,27 @@ class WeightStore:
         return self._latest
 
 
+class PublishedWeights:
+    """Partial rollouts: the weight store as a generate call sees it (rl_system/rollout/base.WeightFeed).
+    The controller puts each version in the store before it queues the workers' loads, so a call in
+    progress finds it at its next check, loads it, and the queued load finds it done."""
+
+    def __init__(self, worker: "RolloutWorker"):
+        self.worker, self.store = worker, ray.get_actor(WEIGHT_STORE)
+        self._latest: tuple[int, list | None] = (0, None)
+
+    @property
+    def version(self) -> int:
+        return self.worker.policy_version
+
+    def newer(self) -> bool:
+        self._latest = ray.get(self.store.latest.remote())
+        return self._latest[0] > self.worker.policy_version
+
+    def load(self) -> None:
+        self.worker.load_weights(*self._latest)
+
+
 @ray.remote
 class RolloutWorker:
     """Holds a generation copy of the policy (an HF model, or a vLLM engine with rollout.backend=vllm),
@@ -56,6 +77,8 @@ class RolloutWorker:
             self.envs = RayEnvs(cfg.env, self.node_id) if cfg.env.num_workers else LocalEnvs(cfg.env)
         self.shared_weights = SharedWeightsReader()
         self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
+        if cfg.rollout.partial_rollout:
+            self.sampler.weights = PublishedWeights(self)
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
         if packed_ref:  # started after a publish, e.g. restarted by Ray: catch up with the newest weights
             self.load_weights(version, packed_ref)
@@ -71,6 +94,8 @@ class RolloutWorker:
         return (*groups, len(groups))  # one object-store entry per group
 
     def load_weights(self, version: int, packed_ref: list) -> int:
+        if self.sampler.weights is not None and version == self.policy_version:
+            return version  # a partial rollout loaded it mid-call
         packed = ray.get(packed_ref[0])
         near = bool(packed["shared_path"]) and packed["node"] == self.node_id  # the learner's slot is mappable
         # vLLM's engine maps a slot itself: the learner's, or this worker's copy of a far publish.

@@ -16,6 +16,7 @@ from rl_system.data.problem import Problem
 # prompt_token_ids, JSON). Loss masks are bool, not int8: Python's sum() over an int8 array adds
 # in int8 and wraps past 127, over a bool array it counts.
 TOKEN_DTYPE, LOGPROB_DTYPE, MASK_DTYPE = np.int32, np.float32, np.bool_
+VERSION_DTYPE = np.int32
 
 
 def token_array(ids) -> np.ndarray:
@@ -29,6 +30,10 @@ def logprob_array(logprobs) -> np.ndarray:
 
 def mask_array(mask) -> np.ndarray:
     return np.asarray(mask, dtype=MASK_DTYPE)
+
+
+def version_array(versions) -> np.ndarray:
+    return np.asarray(versions, dtype=VERSION_DTYPE)
 
 
 @dataclass
@@ -48,7 +53,7 @@ class PromptGroup:
     completions: list[str]  # decoded assistant turns, prefill included
     logprobs: list[np.ndarray]  # float32: behaviour-policy log-prob of each completion token
     truncated: list[bool]  # hit max_new_tokens before a stop
-    policy_version: int
+    policy_version: int  # the weights the group started with: its oldest tokens'
     generate_s: float = 0.0
     rewards: dict[str, list[float]] = field(default_factory=dict)  # per reward function
     total_rewards: list[float] = field(default_factory=list)
@@ -60,12 +65,21 @@ class PromptGroup:
     # counters, summed.
     loss_masks: list[np.ndarray] = field(default_factory=list)
     env_stats: dict[str, float] = field(default_factory=dict)
+    # Partial rollouts (rollout.partial_rollout): per completion, an int32 array, the policy version that
+    # sampled each token (a generation resumed under newer weights changes version mid-way); an empty
+    # list: every token is policy_version's.
+    token_versions: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
         # Runs at construction only: unpickling restores the fields without calling __init__.
         self.completion_ids = [token_array(ids) for ids in self.completion_ids]
         self.logprobs = [logprob_array(lp) for lp in self.logprobs]
         self.loss_masks = [mask_array(m) for m in self.loss_masks]
+        self.token_versions = [version_array(v) for v in self.token_versions]
+
+    def is_partial(self) -> bool:
+        """Some completion was resumed under newer weights: its tokens span policy versions."""
+        return any(len(v) and v[0] != v[-1] for v in self.token_versions)
 
 
 def group_summary(group: PromptGroup) -> dict:
@@ -91,6 +105,7 @@ def group_summary(group: PromptGroup) -> dict:
         "generate_s": group.generate_s,
         "score_s": group.score_s,
         "env_stats": dict(group.env_stats),
+        "partial": group.is_partial(),
     }
 
 

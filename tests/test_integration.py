@@ -109,11 +109,15 @@ def test_multi_turn_grpo_steps_on_ray(vllm_model_dir, tmp_path, backend, env_wor
         assert m["env/turns_per_sample"] >= 1 and m["env/tool_errors"] == 0 and math.isfinite(m["loss"])
 
 
-def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("partial", [False, True], ids=["whole", "partial"])
+def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path, partial):
     """mode=async, max_staleness=1: batch k+1 is generated while batch k trains, so from step 2 on
-    every trained group is exactly one version old (never more: the buffer would drop it)."""
+    every trained group is exactly one version old (never more: the buffer would drop it). With
+    partial rollouts a group counts as old as its first tokens (a group begun after a mid-batch load
+    is on-policy), and no trained token is older than its group."""
     cfg = resolve_paths(load_config("configs/r1_zero.yaml", [
         f"model.path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}", "num_steps=3", "mode=async",
+        f"rollout.partial_rollout={str(partial).lower()}", "rollout.partial_check_tokens=1",
         "max_staleness=1", "prompts_per_step=2", "rollout.group_size=4", "rollout.max_new_tokens=8",
         "learner.micro_batch_size=4", "learner.num_ranks=1", "rollout.num_workers=1", "eval_before=false",
         "eval_after=false", "data.num_eval=4", "cluster.include_dashboard=false",
@@ -130,8 +134,11 @@ def test_async_generation_runs_one_version_ahead(tiny_model_dir, tmp_path):
     finally:
         ray.shutdown()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [m["staleness/max"] for m in lines] == [0, 1, 1]
+    staleness = [m["staleness/max"] for m in lines]
+    assert staleness == [0, 1, 1] if not partial else staleness[0] == 0 and max(staleness) <= 1
     assert all(math.isfinite(m["loss"]) for m in lines)
+    assert all(m["staleness/token_max"] <= m["staleness/max"] for m in lines)
+    assert partial or all(m["rollout/partial_groups"] == 0 for m in lines)
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["version"] == 3 and state["data_cursor"] == 6  # nothing left in flight at the end
 

@@ -220,6 +220,12 @@ class RolloutConfig:
     # HF backend's sampling.
     backend: str = setting("hf", "'hf': transformers' generate with a KV cache; 'vllm': vLLM's engine "
                                  "(rl_system/rollout/vllm.py)", one_of(("hf", "vllm"), "'hf' or 'vllm'"))
+    # Partial rollouts (veRL fully-async, OpenRLHF --partial_rollout, AReaL): a generate call that finds newer
+    # weights published stops its batch, loads them, re-prefills prompt + generated tokens and continues.
+    partial_rollout: bool = setting(False, "async mode: generations cut by a weight update resume under the new "
+                                           "weights, each token keeping the version and log-prob it was sampled with")
+    partial_check_tokens: int = setting(16, "partial rollouts: tokens generated between checks for newer weights",
+                                        POSITIVE_INT)
     gpu_memory_utilization: float = setting(0.5, "vLLM's share of its GPU (weights + KV cache)", UNIT_INTERVAL)
     cpu_kv_cache_gib: int = setting(1, "vLLM's KV cache on the CPU (VLLM_CPU_KVCACHE_SPACE, whole GiB)", POSITIVE_INT)
     vllm_max_model_len: int = setting(0, "vLLM's longest sequence; 0 = the model's own limit",

@@ -75,6 +75,13 @@ def _validate(c: TrainConfig) -> None:
         check(task in names, "search.tasks", f"names of data.tasks ({', '.join(names) or 'none: not a mixture'})", task)
     check(c.mode == "sync" or c.max_staleness >= 1, "max_staleness",
            "an integer >= 1 with mode=async (how many batches generation runs ahead)", c.max_staleness)
+    partial = c.rollout.partial_rollout
+    check(not partial or c.mode == "async", "rollout.partial_rollout",
+           "false with mode=sync (partial rollouts resume generations across async mode's weight updates)", partial)
+    check(not partial or c.rollout.backend == "hf", "rollout.partial_rollout",
+           "false with rollout.backend=vllm (partial rollouts need rollout.backend=hf for now)", partial)
+    check(not partial or not c.env.name, "rollout.partial_rollout",
+           "false with env.name set (partial rollouts resume single-turn generations only)", partial)
     check(not (c.learner.gradient_checkpointing and c.learner.share_prompt), "learner.share_prompt",
            "false with learner.gradient_checkpointing (a checkpointed forward keeps no KV cache to share)",
            c.learner.share_prompt)

@@ -207,7 +207,7 @@ class Learner:
     def attach_fixed_logprobs(self, plan: list[list[Sample]], micro_batches: int, pad: Sample) -> None:
         """Before the first pass, the log-probs that stay fixed through the update: the reference
         policy's (KL, beta > 0), and the learner's own when the batch takes several optimizer steps
-        (the ratio's denominator; stale samples keep their behaviour log-probs, the lag's correction).
+        (the ratio's denominator; stale tokens keep their behaviour log-probs, the lag's correction).
         `plan`: this rank's micro-batches; `micro_batches` of them run, the most any rank has (a
         forward of `pad` where this rank has none left), since ZeRO-3 forwards are collective."""
         lc = self.cfg.learner
@@ -221,7 +221,7 @@ class Learner:
             with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
                 if several_steps:
                     current = self._logprobs(self.engine, batch)
-                    on_policy = (batch["policy_version"] == self.version).unsqueeze(-1)
+                    on_policy = batch["token_versions"] == self.version
                     for s, row, n in zip(micro, torch.where(on_policy, current, batch["behaviour_logprobs"]), lengths):
                         s.old_logprobs = row[:n].float().cpu()
                 if lc.beta > 0:

@@ -228,6 +228,7 @@ def step_metrics(summaries: list[dict], learner: dict | None, seconds: dict, lag
         m.update(learner_metrics(learner))
     m["staleness/max"] = max(lags) if lags else 0
     m["staleness/mean"] = mean(lags)
+    m["rollout/partial_groups"] = sum(s.get("partial", False) for s in summaries)  # resumed under newer weights
     for phase, value in seconds.items():
         m[f"time/{phase}"] = value
     generated = sum(s["completion_tokens"] for s in summaries)
@@ -264,6 +265,8 @@ def learner_metrics(learner: dict) -> dict:
         m["tis/capped_fraction"] = learner["tis_capped_tokens"] / max(tokens, 1)
     if "kl" in learner:
         m["kl"] = learner["kl"] / max(tokens, 1)
+    m["staleness/token_mean"] = learner["token_staleness"] / max(tokens, 1)  # per trained token, in versions
+    m["staleness/token_max"] = learner["token_staleness_max"]
     m["grad_norm"] = learner["grad_norm"]
     m["learner/peak_memory_gib"] = learner["peak_memory_gib_max"]  # the largest rank's
     return m

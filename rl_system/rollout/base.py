@@ -2,6 +2,8 @@
 whole groups); Sampler.sample wraps either in the multi-turn tool loop when env.name is set."""
 from __future__ import annotations
 
+from typing import Protocol
+
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
 from rl_system.envs.runner import EnvRunner, LocalEnvs
@@ -10,11 +12,21 @@ from rl_system.rollout.params import SamplingParams, sampling_params
 from rl_system.types import PromptGroup
 
 
+class WeightFeed(Protocol):
+    """Partial rollouts (rollout.partial_rollout): the policy versions published while a call
+    generates, as the rollout worker sees them (actors/rollout.py's PublishedWeights)."""
+    version: int  # the version the sampler's model holds now
+
+    def newer(self) -> bool: ...  # is a newer version published?
+    def load(self) -> None: ...  # load the newest into the sampler's model; `version` follows
+
+
 class Sampler:
     """A rollout backend (rollout/hf.py, rollout/vllm.py) holding one generation copy of the policy."""
 
     def __init__(self, cfg: TrainConfig, tokenizer):
         self.cfg, self.tokenizer = cfg, tokenizer
+        self.weights: WeightFeed | None = None  # set with partial rollouts: calls resume under newer weights
 
     def sample(self, problems: list[Problem], policy_version: int, greedy: bool = False,
                max_new_tokens: int | None = None, n: int | None = None, prefills: list[str] | None = None,

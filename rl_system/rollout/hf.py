@@ -3,6 +3,7 @@ per prompt from one prompt forward, recording each sampled token's behaviour log
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -10,18 +11,21 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from rl_system.config import TrainConfig
 from rl_system.data import Problem
-from rl_system.rollout.base import Sampler
+from rl_system.rollout.base import Sampler, WeightFeed
 from rl_system.rollout.multiturn import TurnSampler
 from rl_system.rollout.params import SamplingParams, chat_texts
 from rl_system.training import padded_positions
-from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, PromptGroup
+from rl_system.types import LOGPROB_DTYPE, TOKEN_DTYPE, VERSION_DTYPE, PromptGroup
 
 
 class StopRecorder(StoppingCriteria):
-    """Stops a sequence at EOS or a stop string and remembers how many tokens it kept."""
+    """Stops a sequence at EOS or a stop string and remembers how many tokens it kept. `carried`: the
+    completion tokens already in the input (a resumed partial rollout), so a stop string that
+    straddles the resumption is still seen."""
 
-    def __init__(self, tokenizer, prompt_len: int, batch: int, stop_strings: tuple[str, ...]):
+    def __init__(self, tokenizer, prompt_len: int, batch: int, stop_strings: tuple[str, ...], carried: int = 0):
         self.tokenizer, self.prompt_len, self.stop_strings = tokenizer, prompt_len, stop_strings
+        self.completion_start = prompt_len - carried
         self.eos_ids = {tokenizer.eos_token_id}
         self.lengths: list[int | None] = [None] * batch
         self.tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for s in stop_strings] + [1]) + 2
@@ -31,7 +35,7 @@ class StopRecorder(StoppingCriteria):
         for i, length in enumerate(self.lengths):
             if length is not None:
                 continue
-            row = input_ids[i, self.prompt_len:]
+            row = input_ids[i, self.completion_start:]
             if int(row[-1]) in self.eos_ids:
                 self.lengths[i] = generated
             elif self.stop_strings:
@@ -65,6 +69,21 @@ class SampledLogprobs(LogitsProcessor, StoppingCriteria):
         return torch.stack(self.picked, dim=1)
 
 
+class NewerWeights(StoppingCriteria):
+    """Partial rollouts: every `every` generated tokens, asks `weights` whether a newer version is
+    published; once one is, stops the whole batch (after the step's token, sampled and recorded
+    under the old weights), so the caller loads it and resumes the unfinished rows."""
+
+    def __init__(self, weights: WeightFeed, every: int):
+        self.weights, self.every, self.steps, self.found = weights, every, 0, False
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        self.steps += 1
+        if not self.found and self.steps % self.every == 0:
+            self.found = self.weights.newer()
+        return torch.full((input_ids.shape[0],), self.found, dtype=torch.bool, device=input_ids.device)
+
+
 def encode_prompts(tokenizer, problems: list[Problem], system_prompt: str, prefills: list[str],
                    device: torch.device | str = "cpu") -> dict:
     """The problems' chat prompts, each continued by its prefill, left-padded into one batch."""
@@ -89,17 +108,21 @@ def shared_prompt_inputs(model, enc: dict, n: int) -> dict:
 
 @torch.no_grad()
 def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: int, params: SamplingParams,
-                         stop_strings: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-    """generate() from `inputs` (`rows` sequences after `prompt_len` prompt columns): for each row,
-    the ids it kept (int32), their behaviour log-probs (float32), and whether it stopped (a stop
-    string or EOS) before params.max_new_tokens. Arrays, not lists: PromptGroup's payload (types.py)."""
-    recorder = StopRecorder(tokenizer, prompt_len, rows, stop_strings)
+                         stop_strings: tuple[str, ...], carried: int = 0,
+                         interrupt: NewerWeights | None = None) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """generate() from `inputs` (`rows` sequences after `prompt_len` input columns, the last `carried`
+    of them completion tokens already generated): for each row, the ids it kept (int32), their
+    behaviour log-probs (float32), and whether it stopped (a stop string or EOS) before
+    params.max_new_tokens. Arrays, not lists: PromptGroup's payload (types.py). `interrupt` may end
+    every row early (newer weights published)."""
+    recorder = StopRecorder(tokenizer, prompt_len, rows, stop_strings, carried)
     sampled = SampledLogprobs(1.0 if params.greedy else params.temperature)
+    criteria = [sampled, recorder] + ([interrupt] if interrupt else [])
     sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p,
                                          "top_k": params.top_k}
     sequences = model.generate(
         **inputs, do_sample=not params.greedy, max_new_tokens=params.max_new_tokens,
-        logits_processor=LogitsProcessorList([sampled]), stopping_criteria=StoppingCriteriaList([sampled, recorder]),
+        logits_processor=LogitsProcessorList([sampled]), stopping_criteria=StoppingCriteriaList(criteria),
         pad_token_id=tokenizer.pad_token_id, **sampling,
     )
     generated, logprobs = sequences[:, prompt_len:].cpu(), sampled.logprobs().cpu()
@@ -113,30 +136,77 @@ def sample_with_logprobs(model, tokenizer, inputs: dict, prompt_len: int, rows: 
 
 
 @torch.no_grad()
+def sample_resuming(model, tokenizer, enc: dict, params: SamplingParams, weights: WeightFeed,
+                    check_tokens: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]]:
+    """Partial rollouts: sample_with_logprobs for params.n samples of each prompt in `enc`, asking
+    `weights` every `check_tokens` tokens for a newer version. When one is published the batch stops,
+    the new weights are loaded, and the unfinished rows go on from prompt + their tokens so far (a
+    fresh prefill, so the KV cache is the new weights'), within params.max_new_tokens in all. Per
+    row: ids, behaviour log-probs, the version that sampled each token (int32), and whether it stopped."""
+    prompt_ids, prompt_mask = (enc[k].repeat_interleave(params.n, 0) for k in ("input_ids", "attention_mask"))
+    rows = prompt_ids.shape[0]
+    segments: list[list[tuple[np.ndarray, np.ndarray, int]]] = [[] for _ in range(rows)]  # (ids, logprobs, version)
+    stopped = [False] * rows
+    active, done = list(range(rows)), 0  # rows still generating; the tokens each of them holds
+    inputs = shared_prompt_inputs(model, enc, params.n)
+    while active:
+        version, interrupt = weights.version, NewerWeights(weights, check_tokens)
+        part = sample_with_logprobs(model, tokenizer, inputs, inputs["input_ids"].shape[1], len(active),
+                                    replace(params, max_new_tokens=params.max_new_tokens - done), params.stop_strings,
+                                    carried=done, interrupt=interrupt)
+        for row, (ids, logprobs, stop) in zip(active, part):
+            segments[row].append((ids, logprobs, version))
+            stopped[row] = stop
+        if interrupt.found:
+            weights.load()
+        # Every row still active has generated the same tokens: the batch stops for all at once.
+        done += max(len(ids) for ids, _, _ in part)
+        active = [row for row in active if not stopped[row] and done < params.max_new_tokens]
+        if active:
+            prefix = torch.tensor(np.stack([np.concatenate([ids for ids, _, _ in segments[row]]) for row in active]),
+                                  dtype=torch.long)
+            inputs = {"input_ids": torch.cat([prompt_ids[active], prefix.to(prompt_ids.device)], dim=1),
+                      "attention_mask": torch.cat([prompt_mask[active], torch.ones_like(prefix).to(prompt_mask.device)],
+                                                  dim=1)}
+    return [(np.concatenate([ids for ids, _, _ in parts]), np.concatenate([lp for _, lp, _ in parts]),
+             np.concatenate([np.full(len(ids), v, dtype=VERSION_DTYPE) for ids, _, v in parts]), stop)
+            for parts, stop in zip(segments, stopped)]
+
+
+@torch.no_grad()
 def generate_groups(model, tokenizer, problems: list[Problem], params: SamplingParams, policy_version: int,
                     system_prompt: str = "", prefill: str = "<think>",
-                    prefills: list[str] | None = None) -> list[PromptGroup]:
+                    prefills: list[str] | None = None, weights: WeightFeed | None = None,
+                    check_tokens: int = 16) -> list[PromptGroup]:
     """One PromptGroup per problem, each with params.n completions, in one batched generate call.
 
     `prefills` (one per problem) continues each answer from its own partial text instead, as
-    Monte-Carlo step labelling does; completions then start with that text.
+    Monte-Carlo step labelling does; completions then start with that text. With `weights`
+    (partial rollouts), newer weights published meanwhile are loaded and the call resumes under them
+    (sample_resuming); each group then records its tokens' versions.
     """
     start = time.perf_counter()
     prefills = prefills or [prefill] * len(problems)
     enc = encode_prompts(tokenizer, problems, system_prompt, prefills, model.device)
-    sampled = sample_with_logprobs(model, tokenizer, shared_prompt_inputs(model, enc, params.n),
-                                   enc["input_ids"].shape[1], len(problems) * params.n, params, params.stop_strings)
+    if weights is None:
+        sampled = [(ids, lp, None, stop) for ids, lp, stop in sample_with_logprobs(
+            model, tokenizer, shared_prompt_inputs(model, enc, params.n), enc["input_ids"].shape[1],
+            len(problems) * params.n, params, params.stop_strings)]
+    else:
+        sampled = sample_resuming(model, tokenizer, enc, params, weights, check_tokens)
     elapsed = time.perf_counter() - start
 
     groups = []
     for p_idx, problem in enumerate(problems):
         prompt_ids = enc["input_ids"][p_idx][enc["attention_mask"][p_idx].bool()].tolist()
         rows = sampled[p_idx * params.n:(p_idx + 1) * params.n]
+        versions = [v for _, _, v, _ in rows if v is not None]
         groups.append(PromptGroup(
-            problem=problem, prompt_ids=prompt_ids, completion_ids=[ids for ids, _, _ in rows],
-            completions=[prefills[p_idx] + tokenizer.decode(ids, skip_special_tokens=True) for ids, _, _ in rows],
-            logprobs=[logprobs for _, logprobs, _ in rows], truncated=[not stopped for _, _, stopped in rows],
-            policy_version=policy_version, generate_s=elapsed / len(problems),
+            problem=problem, prompt_ids=prompt_ids, completion_ids=[ids for ids, _, _, _ in rows],
+            completions=[prefills[p_idx] + tokenizer.decode(ids, skip_special_tokens=True) for ids, _, _, _ in rows],
+            logprobs=[logprobs for _, logprobs, _, _ in rows], truncated=[not stopped for _, _, _, stopped in rows],
+            policy_version=min((int(v.min()) for v in versions if len(v)), default=policy_version),
+            generate_s=elapsed / len(problems), token_versions=versions,
         ))
     return groups
 
@@ -168,8 +238,11 @@ class HFSampler(Sampler):
 
     def single_turn_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
                            prefills: list[str]) -> list[PromptGroup]:
+        if self.weights is not None:  # partial rollouts: the feed knows the version held now
+            policy_version = self.weights.version
         return generate_groups(self.model, self.tokenizer, problems, params, policy_version, self.cfg.data.system_prompt,
-                               prefills=prefills)
+                               prefills=prefills, weights=self.weights,
+                               check_tokens=self.cfg.rollout.partial_check_tokens)
 
     def turns(self, params: SamplingParams) -> TurnSampler:
         return hf_turns(self.model, self.tokenizer, params)
