@@ -24,7 +24,6 @@ from rl_system.models import dtype_from_name
 from rl_system.weights import WeightSyncError, check_packed_weights
 
 SENDER = 0  # the learner's rank 0 is the group's rank 0; rollout engines are ranks 1..world_size-1
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 @dataclass
@@ -175,7 +174,3 @@ def receive_weights(sync: SyncGroup, expected_version: int, params: dict[str, tu
     for begin, end in bucket_ranges(manifest, int(bucket_mib * 2**20) // target.itemsize):
         _wait(sync.group.broadcast([flat[begin:end]], dist.BroadcastOptions()), deadline)
     return {**packed, "data": flat}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return DTYPE_NAMES[dtype]
