@@ -100,6 +100,8 @@ def send_weights(sync: SyncGroup, layout: list[tuple[str, tuple]], named_params,
     deadline = Deadline(sync.timeout_s, f"weight sync of version {version}")
     start = time.perf_counter()
     sync.rounds += 1
+    for rank in range(sync.world_size):  # the last round's keys: every receiver answered, nobody reads them again
+        sync.store.delete_key(f"reply/{sync.rounds - 1}/{rank}" if rank else f"manifest/{sync.rounds - 1}")
     sync.store.set(f"manifest/{sync.rounds}", json.dumps({"version": version, "layout": layout}))
     replies = [f"reply/{sync.rounds}/{rank}" for rank in range(1, sync.world_size)]
     try:
