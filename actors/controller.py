@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+from ray.util.placement_group import remove_placement_group
 
 from actors.generation_queue import GenerationQueue
-from actors.group import ActorGroup, ElasticActorGroup, role_resources, wait_until_alive, wait_until_gone
+from actors.group import (
+    ActorGroup, ElasticActorGroup, role_resources, shared_bundles, wait_until_alive, wait_until_gone,
+)
 from actors.learner import LearnerRank
 from actors.metrics import RunMetrics
 from actors.replay_buffer import ReplayBuffer
@@ -97,16 +100,21 @@ class RayWorkers:
         rc, lc, wc = cfg.rollout, cfg.learner, cfg.reward
         timeout = cfg.cluster.schedule_timeout_s
         self.learners = None
+        # cluster.colocate: rollout worker i and learner rank i share bundle i, taking turns (train, sync_weights)
+        self.colocated = with_learner and cfg.cluster.colocate
+        self.shared_placement = shared_bundles(lc.num_ranks, [role_resources(lc), role_resources(rc)],
+                                               timeout) if self.colocated else None
         if with_learner:
             self.learners = ActorGroup(LearnerRank, "learner", lc.num_ranks, cfg, lc.num_ranks,
-                                       **role_resources(lc), strategy=lc.placement_strategy, ready_timeout_s=timeout)
+                                       **role_resources(lc), strategy=lc.placement_strategy, ready_timeout_s=timeout,
+                                       shared_placement=self.shared_placement)
         self.metrics = RunMetrics()
         self.scaler = RolloutScaler.from_config(rc)
         self.weight_store = WeightStore.options(name=WEIGHT_STORE).remote()
         restarts = cfg.cluster.max_restarts
         self.rollouts = ElasticActorGroup(rollout_cls, "rollout", rc.num_workers, cfg, *rollout_args, **role_resources(rc),
                                           request_nodes=self.scaler.elastic, max_restarts=restarts,
-                                          ready_timeout_s=timeout)
+                                          ready_timeout_s=timeout, shared_placement=self.shared_placement)
         self.rewards = ActorGroup(RuleRewardWorker, "reward", wc.num_workers, cfg, **role_resources(wc),
                                   strategy="SPREAD", max_restarts=restarts, ready_timeout_s=timeout)
         self.reward_models = [ModelRewardPool(m, f"reward.models[{i}].dtype", max_restarts=restarts)
@@ -118,6 +126,10 @@ class RayWorkers:
         if self.learners:
             addr, port = ray.get(self.learners.actors[0].master_address.remote())
             ray.get(self.learners.call("setup", addr, port, publish_dtype(self.precision_reports)))  # collective
+        self.broadcast = with_learner and cfg.weight_sync.method == "broadcast"
+        if self.broadcast:
+            self._open_weight_broadcast()
+        self.phase_memory: dict[str, float] = {}  # cluster.colocate: the rollout copies' GiB in each phase
         self._next_reward = 0
         self._generating: dict[ray.ObjectRef, ActorCall] = {}  # group ref -> its unfinished generate call
         self._scoring: dict[ray.ObjectRef, tuple[ActorCall, int]] = {}  # group ref -> (its score call, index)
@@ -125,6 +137,15 @@ class RayWorkers:
         self.queue = GenerationQueue(self._submit_generate, lambda: self.rollouts.names)
         self.calls_rerun: Counter = Counter()  # by method: calls run again after their actor died
         self._loads: tuple[int, list] | None = None  # (version, [(worker, its load ref)]) not yet checked
+
+    def _open_weight_broadcast(self) -> None:
+        """Learner rank 0 and every rollout worker join one sync group (weight_broadcast.py), all at once."""
+        host, port = ray.get(self.learners.actors[0].master_address.remote())
+        world_size = 1 + len(self.rollouts.actors)
+        joins = self.learners.call("open_weight_broadcast", host, port, world_size) + [
+            worker.join_weight_broadcast.remote(host, port, 1 + i, world_size)
+            for i, worker in enumerate(self.rollouts.actors)]
+        ray.get(joins, timeout=self.cfg.sync_timeout_s + 30)  # each join has the deadline itself
 
     def _precision_reports(self) -> list[dict]:
         """What every actor resolved its dtype keys to on its own node (rl_system/models/precision.py);
@@ -274,6 +295,10 @@ class RayWorkers:
         gets them all and keeps its token-balanced share (Learner.shard). Acknowledged when every
         rank is done, released on failure."""
         keys, groups = [key for key, _ in batch], [ref for _, [ref] in batch]
+        if self.colocated:  # generation is done: its memory goes to the learner until sync_weights
+            held = ray.get(self.rollouts.call("release"))
+            self.phase_memory.update({"memory/rollout_generate_gib": max(h["generate"] for h in held) / 2**30,
+                                      "memory/rollout_released_gib": max(h["released"] for h in held) / 2**30})
         ranks = self.learners.actors
         start = time.monotonic()
         whole_batch = self.cfg.learner.max_tokens_per_micro_batch > 0
@@ -301,6 +326,12 @@ class RayWorkers:
         submitted after this call is sampled with `version`."""
         deadline = self.cfg.sync_timeout_s
         start = time.monotonic()
+        if self.colocated:  # the learner is done with the device: the generation copies get their memory back
+            restored = ray.get(self.rollouts.call("restore"), timeout=deadline)
+            self.phase_memory["memory/rollout_restored_gib"] = max(restored) / 2**30
+        if self.broadcast:
+            self._broadcast_weights(version, max(0.0, deadline - (time.monotonic() - start)))
+            return
         try:
             self._check_loads(deadline)
             packed = next(r for r in ray.get(self.learners.call("publish"), timeout=deadline) if r)
@@ -310,6 +341,22 @@ class RayWorkers:
                 self._check_loads(max(0.0, deadline - (time.monotonic() - start)))
         except ray.exceptions.GetTimeoutError:
             raise WeightSyncError(f"weight sync to version {version} exceeded sync_timeout_s={deadline}") from None
+
+    def _broadcast_weights(self, version: int, timeout_s: float) -> None:
+        """weight_sync.method=broadcast: learner rank 0 sends, every rollout worker receives and loads;
+        both sides hold the deadline themselves (weight_broadcast.py), the wait here is a backstop."""
+        sends = self.learners.call("broadcast_weights")
+        loads = self.rollouts.call("receive_weights", version)
+        try:
+            sent = next(r for r in ray.get(sends, timeout=timeout_s + 30) if r)
+            loaded = ray.get(loads, timeout=timeout_s + 30)
+        except ray.exceptions.GetTimeoutError:
+            raise WeightSyncError(f"weight broadcast of version {version} exceeded sync_timeout_s="
+                                  f"{self.cfg.sync_timeout_s}") from None
+        if loaded != [version] * len(loaded):
+            raise WeightSyncError(f"rollout workers hold versions {loaded}, expected {version}")
+        self.phase_memory.update({"weight_sync/broadcast_s": sent["seconds"], "weight_sync/buckets": sent["buckets"],
+                                  "weight_sync/gib": sent["bytes"] / 2**30})
 
     def _check_loads(self, timeout_s: float) -> None:
         if self._loads is None:
@@ -339,7 +386,8 @@ class RayWorkers:
         self.metrics.record(step, metrics)
         self.metrics.rollout_pool(len(self.rollouts), target)
         return {"rollout/workers": len(self.rollouts), "rollout/target_workers": target,
-                "faults/generate_reruns": self.calls_rerun["generate"], "faults/score_reruns": self.calls_rerun["score"]}
+                "faults/generate_reruns": self.calls_rerun["generate"], "faults/score_reruns": self.calls_rerun["score"],
+                **self.phase_memory}
 
     def _load_current_weights(self, worker) -> ray.ObjectRef:
         version, packed = ray.get(self.weight_store.latest.remote())
@@ -384,6 +432,8 @@ class RayWorkers:
         for group in [self.learners, self.rollouts, self.rewards, *self.reward_models]:
             if group is not None:
                 group.kill()
+        if self.shared_placement is not None:
+            remove_placement_group(self.shared_placement)
         ray.kill(self.buffer)
         ray.kill(self.weight_store)
         wait_until_gone(["replay-buffer", WEIGHT_STORE])

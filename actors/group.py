@@ -23,17 +23,15 @@ class ActorGroup:
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  memory: float = 0.0, resources: dict | None = None, strategy: str = "PACK",
-                 max_restarts: int = 0, max_task_retries: int = 0, ready_timeout_s: float = 600.0, **kwargs):
+                 max_restarts: int = 0, max_task_retries: int = 0, ready_timeout_s: float = 600.0,
+                 shared_placement=None, **kwargs):
+        """`shared_placement`: a placement group of `n` bundles made by the caller (shared_bundles), whose
+        bundle i actor i shares with another role's; by default the group makes and owns its own."""
         self.role = role
-        bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
-        self.placement_group = placement_group([bundle] * n, strategy=strategy, name=f"{role}-pg")
-        try:
-            ray.get(self.placement_group.ready(), timeout=ready_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.placement_group)
-            raise SchedulingError(f"{role}: the cluster could not place {n} x {bundle} within {ready_timeout_s:.0f} s "
-                                  f"(cluster.schedule_timeout_s, strategy {strategy}); lower {role}.num_workers / "
-                                  f"num_cpus or add nodes") from None
+        self.owns_placement = shared_placement is None
+        self.placement_group = shared_placement or ready_placement_group(
+            [resource_bundle(num_cpus, num_gpus, memory, resources)] * n, role, strategy, ready_timeout_s,
+            f"lower {role}.num_workers / num_cpus or add nodes")
         self.actors = [
             actor_cls.options(
                 name=f"{role}-{i}", max_restarts=max_restarts, max_task_retries=max_task_retries,
@@ -62,8 +60,32 @@ class ActorGroup:
     def kill(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        remove_placement_group(self.placement_group)
+        if self.owns_placement:
+            remove_placement_group(self.placement_group)
         wait_until_gone(self.names)
+
+
+def ready_placement_group(bundles: list[dict], name: str, strategy: str, ready_timeout_s: float, fix: str):
+    """A placement group of `bundles`, once the cluster has placed it; a SchedulingError naming `fix` otherwise."""
+    group = placement_group(bundles, strategy=strategy, name=f"{name}-pg")
+    try:
+        ray.get(group.ready(), timeout=ready_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        remove_placement_group(group)
+        raise SchedulingError(f"{name}: the cluster could not place {len(bundles)} x {bundles[0]} within "
+                              f"{ready_timeout_s:.0f} s (cluster.schedule_timeout_s, strategy {strategy}); {fix}") from None
+    return group
+
+
+def shared_bundles(n: int, roles: list[dict], ready_timeout_s: float):
+    """cluster.colocate: n bundles, each holding one actor of every role in `roles` (their role_resources
+    summed: on GPUs, fractions of one device); actor i of each role goes to bundle i."""
+    merged: dict[str, float] = {}
+    for role in roles:
+        for key, value in resource_bundle(**role).items():
+            merged[key] = merged.get(key, 0.0) + value
+    return ready_placement_group([merged] * n, "colocated", "PACK", ready_timeout_s,
+                                 "lower learner.num_ranks or the roles' num_cpus / num_gpus, or add nodes")
 
 
 class ElasticActorGroup:
@@ -78,8 +100,10 @@ class ElasticActorGroup:
 
     def __init__(self, actor_cls, role: str, n: int, *args, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  memory: float = 0.0, resources: dict | None = None, request_nodes: bool = False,
-                 max_restarts: int = 0, ready_timeout_s: float = 600.0, **kwargs):
+                 max_restarts: int = 0, ready_timeout_s: float = 600.0, shared_placement=None, **kwargs):
+        """`shared_placement` (cluster.colocate, a fixed size): actor i goes to its bundle i, not anywhere."""
         self.actor_cls, self.role, self.args, self.kwargs = actor_cls, role, args, kwargs
+        self.shared_placement = shared_placement
         self.options = {**actor_options(num_cpus, num_gpus, memory, resources), "max_restarts": max_restarts}
         self.bundle = resource_bundle(num_cpus, num_gpus, memory, resources)
         self.request_nodes = request_nodes
@@ -126,7 +150,9 @@ class ElasticActorGroup:
             request_resources(bundles=[self.bundle] * target)
         while self.size < target:
             index = next(i for i in range(self.size + 1) if i not in self.members and i not in self.pending)
-            actor = self.actor_cls.options(name=f"{self.role}-{index}", scheduling_strategy="SPREAD",
+            where = "SPREAD" if self.shared_placement is None else PlacementGroupSchedulingStrategy(
+                self.shared_placement, placement_group_bundle_index=index)
+            actor = self.actor_cls.options(name=f"{self.role}-{index}", scheduling_strategy=where,
                                            **self.options).remote(*self.args, index, **self.kwargs)
             self.pending[index] = (actor, actor.__ray_ready__.remote())
         while self.size > target:  # the not-yet-ready first, then the newest ready

@@ -12,6 +12,7 @@ from rl_system.data import Problem
 from rl_system.envs.runner import LocalEnvs
 from rl_system.models import detect, load_tokenizer, pick_device, resolve
 from rl_system.rollout import VLLMSampler, make_sampler
+from rl_system.weight_broadcast import SyncGroup, open_sync_group, receive_weights
 from rl_system.weights import PublishSlots, SharedWeightsReader, load_packed_weights, slot_reference
 
 
@@ -77,6 +78,8 @@ class RolloutWorker:
             self.envs = RayEnvs(cfg.env, self.node_id) if cfg.env.num_workers else LocalEnvs(cfg.env)
         self.shared_weights = SharedWeightsReader()
         self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
+        self.weight_group: SyncGroup | None = None  # weight_sync.method=broadcast
+        self.released = False  # cluster.colocate: the generation copy's memory is the learner's for now
         if cfg.rollout.partial_rollout:
             self.sampler.weights = PublishedWeights(self)
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
@@ -112,6 +115,41 @@ class RolloutWorker:
         self.policy_version = load_packed_weights(self.sampler.model, packed, expected_version=version,
                                                   share_buffer=True)
         return self.policy_version
+
+    def join_weight_broadcast(self, host: str, port: int, rank: int, world_size: int) -> None:
+        self.weight_group = open_sync_group(host, port, rank, world_size, self.device, self.cfg.sync_timeout_s)
+
+    def receive_weights(self, version: int) -> int:
+        """weight_sync.method=broadcast: receives `version` from learner rank 0 and loads it."""
+        vllm = isinstance(self.sampler, VLLMSampler)
+        shapes = self.sampler.shapes if vllm else {name: p.shape for name, p in self.sampler.model.named_parameters()}
+        packed = receive_weights(self.weight_group, version, shapes, self.precision_report.dtype,
+                                 self.cfg.weight_sync.bucket_mib)
+        if vllm:  # vLLM's workers load from a slot they map: this worker's copy of the publish
+            data = packed["data"].cpu().view(torch.uint8).numpy()
+            if self.local_slots is None:
+                self.local_slots = PublishSlots(data.size * 8 // torch.finfo(packed["data"].dtype).bits, packed["dtype"])
+            self.policy_version = self.sampler.load_weights(
+                slot_reference(self.local_slots.store({**packed, "data": data})), version)
+        else:  # CPU weights become views of the received buffer (a new one each sync)
+            self.policy_version = load_packed_weights(self.sampler.model, packed, version, share_buffer=True)
+        return self.policy_version
+
+    def release(self) -> dict:
+        """cluster.colocate, before the learner trains: frees the generation copy's memory. Returns the
+        bytes it held while generating and after the release."""
+        held = self.sampler.memory_bytes()
+        self.sampler.release()
+        self.released = True
+        return {"generate": held, "released": self.sampler.memory_bytes()}
+
+    def restore(self) -> int:
+        """cluster.colocate, before a publish: memory for the weights again (filled by the load). Returns
+        the bytes held then."""
+        if self.released:
+            self.sampler.restore()
+            self.released = False
+        return self.sampler.memory_bytes()
 
     @staticmethod
     def _published_bytes(packed: dict):

@@ -38,6 +38,8 @@ class LocalWorkers:
         self.envs = LocalEnvs(cfg.env) if cfg.env.name else None  # multi-turn: one runner, not one per call
         self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
         self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
+        self.released = False  # cluster.colocate: the sampler's memory is the learner's between train and sync
+        self.phase_memory: dict[str, float] = {}
 
     def precision(self) -> list[dict]:
         return self.reports
@@ -63,11 +65,20 @@ class LocalWorkers:
         return self.ledger.sample(n, learner_version), self.ledger.last_sample_lags
 
     def train(self, batch: list) -> dict:
+        if self.cfg.cluster.colocate:  # as RayWorkers: generation is done, its memory goes to the learner
+            self.phase_memory["memory/rollout_generate_gib"] = self.sampler.memory_bytes() / 2**30
+            self.sampler.release()
+            self.released = True
+            self.phase_memory["memory/rollout_released_gib"] = self.sampler.memory_bytes() / 2**30
         stats = self.learner.train([group for _, group in batch])
         self.ledger.acknowledge([key for key, _ in batch])
         return stats
 
     def sync_weights(self, version: int, wait: bool = True) -> None:
+        if self.released:
+            self.sampler.restore()
+            self.released = False
+            self.phase_memory["memory/rollout_restored_gib"] = self.sampler.memory_bytes() / 2**30
         self.policy_version = load_packed_weights(self.sampler.model, self.learner.packed_weights(),
                                                   expected_version=version)
 
@@ -78,7 +89,7 @@ class LocalWorkers:
         return self.ledger.stats()
 
     def step_done(self, step: int, metrics: dict) -> dict:
-        return {}
+        return dict(self.phase_memory)
 
     def save(self, path: str) -> None:
         self.learner.save(path)

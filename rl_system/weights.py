@@ -61,9 +61,13 @@ def check_packed_weights(packed: dict, expected_version: int, params: dict[str, 
 
 def unpacked_tensors(packed: dict):
     """(name, tensor) views into the packed buffer, no copy."""
-    with warnings.catch_warnings():  # the object store's buffer is read-only; we only read it
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.from_numpy(packed["data"]).view(dtype_from_name(packed["dtype"]))
+    data = packed["data"]
+    if isinstance(data, torch.Tensor):  # received by a weight broadcast (weight_broadcast.py), maybe on a GPU
+        flat = data.view(dtype_from_name(packed["dtype"]))
+    else:
+        with warnings.catch_warnings():  # the object store's buffer is read-only; we only read it
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.from_numpy(data).view(dtype_from_name(packed["dtype"]))
     return [(name, flat[offset:offset + numel].view(shape)) for name, shape, offset, numel in packed["manifest"]]
 
 

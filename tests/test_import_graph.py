@@ -12,7 +12,7 @@ FLOORS = [
     ["config", "buffer", "checkpoints", "metrics", "plot", "rundir", "shutdown"],
     ["data", "elastic", "imports", "models", "resources", "trackers"],
     ["envs", "types", "weights"],
-    ["rewards"],
+    ["rewards", "weight_broadcast"],
     ["algorithms"],
     ["training"],
     ["learner", "rollout", "search"],

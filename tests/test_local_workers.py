@@ -47,6 +47,22 @@ def test_two_grpo_steps_in_one_process(tiny_model_dir, tmp_path):
         p.name for p in checkpoint.iterdir()}
 
 
+def test_colocated_steps_release_the_rollout_copy_and_refill_it_with_each_version(tiny_model_dir, tmp_path):
+    cfg = local_config(tiny_model_dir, tmp_path, "cluster.colocate=true", "rollout.num_workers=1", "eval_after=false")
+    workers = LocalWorkers(cfg)
+    try:
+        r1_zero.train(cfg, workers)
+        learner = dict(workers.learner._named_weights())
+        rollout = dict(workers.sampler.model.named_parameters())
+        assert all(rollout[name].equal(tensor.to(rollout[name].dtype)) for name, tensor in learner.items())
+    finally:
+        workers.shutdown()
+    assert workers.policy_version == 2
+    for m in logged(tmp_path):
+        assert m["memory/rollout_released_gib"] == 0 < m["memory/rollout_generate_gib"]
+        assert m["memory/rollout_restored_gib"] > 0
+
+
 def test_a_task_mixture_logs_and_evaluates_each_task(tiny_model_dir, tmp_path):
     """data.tasks: each step logs each drawn task's metrics, the held-out table has each task's accuracy,
     and the checkpoint keeps the curriculum's state."""

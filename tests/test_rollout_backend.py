@@ -12,10 +12,12 @@ from rl_system.algorithms.grpo import token_logprobs
 from rl_system.config import ConfigError, load_config
 from rl_system.data import load_splits
 from rl_system.models import load_model, load_tokenizer
-from rl_system.rollout import SamplingParams, VLLMSampler
+from rl_system.rollout import HFSampler, SamplingParams, VLLMSampler
 from rl_system.rollout.hf import generate_groups
 from rl_system.rollout.vllm import hf_parameter_shapes
-from rl_system.weights import PublishSlots, WeightSyncError, check_packed_weights, pack_weights, slot_reference
+from rl_system.weights import (
+    PublishSlots, WeightSyncError, check_packed_weights, load_packed_weights, pack_weights, slot_reference,
+)
 
 
 def test_backend_switch_is_checked():
@@ -141,3 +143,38 @@ def test_packed_cpu_kernels_compute_with_each_published_weights(vllm_model_dir):
         before = after
         if ops._supports_onednn:
             assert sampler.llm.collective_rpc(linear_kernels) == [{"onednn_mm"}]  # no layer on torch's linear
+
+
+def test_hf_release_frees_the_weights_and_a_publish_after_restore_refills_them(tiny_model_dir):
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", "rollout.dtype=float32"])
+    sampler = HFSampler(cfg, load_tokenizer(tiny_model_dir), load_model(tiny_model_dir).eval())
+    learner = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in learner.parameters():
+            p.add_(0.01)
+    assert sampler.memory_bytes() >= 4 * sum(p.numel() for p in learner.parameters())
+    sampler.release()
+    assert sampler.memory_bytes() == 0
+    sampler.restore()
+    assert sampler.memory_bytes() >= 4 * sum(p.numel() for p in learner.parameters())
+    model = sampler.model
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied weights stay tied
+    load_packed_weights(model, pack_weights(learner.named_parameters(), 1, "float32"), expected_version=1)
+    for (name, p), q in zip(model.named_parameters(), learner.parameters()):
+        assert torch.equal(p, q), name
+    problem = load_splits(cfg.data)[0][0]
+    groups = sampler.sample([problem], policy_version=1, max_new_tokens=4, n=2)
+    assert len(groups[0].completion_ids) == 2
+
+
+def test_colocation_rules_are_checked():
+    with pytest.raises(ConfigError, match=r"'rollout.num_workers': expected learner.num_ranks \(1\) with cluster.colocate"):
+        load_config(None, ["cluster.colocate=true", "learner.num_ranks=1", "rollout.num_workers=2"])
+    with pytest.raises(ConfigError, match="'mode': expected sync with cluster.colocate"):
+        load_config(None, ["cluster.colocate=true", "rollout.num_workers=2", "mode=async", "max_staleness=1"])
+    with pytest.raises(ConfigError, match="'rollout.num_gpus': expected a fraction with learner.num_gpus"):
+        load_config(None, ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_gpus=0.5",
+                           "rollout.num_gpus=0.6"])
+    cfg = load_config(None, ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_ranks=2",
+                             "learner.num_gpus=0.5", "rollout.num_gpus=0.4"])
+    assert cfg.cluster.colocate and cfg.weight_sync.method == "shared_memory"

@@ -355,6 +355,20 @@ class ClusterConfig:
     # A run that can never fit stops at once, with the shortfall and the fix.
     schedule_timeout_s: float = setting(600.0, "how long to wait for the cluster (or its autoscaler) to give every "
                                                "actor its resources", POSITIVE)
+    colocate: bool = setting(False, "rollout worker i and learner rank i share device bundle i (fractions of one GPU, "
+                                    "or CPUs); each step generates, releases the rollout memory, trains, then "
+                                    "restores it and publishes (docs/placement.md)")
+
+
+@dataclass(frozen=True)
+class WeightSyncConfig:
+    """How learner rank 0 hands each new version to the rollout workers."""
+    method: str = setting("shared_memory", "shared_memory: packed once into a host slot readers on its node map "
+                                           "(the object store for others); broadcast: buckets through a process "
+                                           "group (NCCL on GPUs, gloo on CPU), device to device",
+                          one_of(("shared_memory", "broadcast"), "'shared_memory' or 'broadcast'"))
+    bucket_mib: float = setting(256.0, "broadcast: the most MiB sent in one collective (whole tensors; a larger "
+                                       "one alone)", POSITIVE)
 
 
 @dataclass(frozen=True)

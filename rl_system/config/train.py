@@ -16,7 +16,7 @@ from rl_system.config.choices import AUTO, PROMPT_KINDS, RAY_BUILTIN_RESOURCES
 from rl_system.config.jobs import SFTConfig
 from rl_system.config.sections import (
     ClusterConfig, CollectConfig, DataConfig, DynamicSamplingConfig, EnvConfig, LearnerConfig, LoggingConfig,
-    ModelConfig, R1Config, RejectionConfig, RewardConfig, RolloutConfig, SearchConfig, StarConfig,
+    ModelConfig, R1Config, RejectionConfig, RewardConfig, RolloutConfig, SearchConfig, StarConfig, WeightSyncConfig,
 )
 
 
@@ -52,6 +52,7 @@ class TrainConfig:
     eval_after: bool = setting(True, "evaluate the held-out split after training")
     eval_max_new_tokens: int = setting(64, "longest answer in evaluation, in tokens", POSITIVE_INT)
     sync_timeout_s: float = setting(300.0, "deadline on one whole weight publish", POSITIVE)
+    weight_sync: WeightSyncConfig = section(WeightSyncConfig)
     checkpoint_every: int = setting(10, "steps between checkpoints (0: only at the end); the last is always saved",
                                     NON_NEGATIVE_INT)
 
@@ -89,9 +90,12 @@ def _validate(c: TrainConfig) -> None:
     check(c.learner.lora.r == 0 or c.learner.zero_stage <= 2, "learner.lora.r",
            f"0 (LoRA off) with learner.zero_stage={c.learner.zero_stage}: LoRA needs learner.zero_stage 0, 1 or 2",
            c.learner.lora.r)
-    # A rank drives one device, and NCCL wants a GPU of its own per rank: a fraction only for a lone rank.
-    check(c.learner.num_gpus in (0, 1) or (0 < c.learner.num_gpus < 1 and c.learner.num_ranks == 1),
-           "learner.num_gpus", "0, 1 (a GPU per rank), or a fraction with learner.num_ranks=1", c.learner.num_gpus)
+    # A rank drives one device, and NCCL wants a GPU of its own per rank: a fraction only for a lone rank, or
+    # colocated (each rank's bundle is one GPU, shared with a rollout worker only).
+    check(c.learner.num_gpus in (0, 1) or (0 < c.learner.num_gpus < 1 and (c.learner.num_ranks == 1
+                                                                            or c.cluster.colocate)),
+           "learner.num_gpus", "0, 1 (a GPU per rank), or a fraction with learner.num_ranks=1 or cluster.colocate",
+           c.learner.num_gpus)
     check(c.learner.std_norm or c.learner.advantage == "grpo", "learner.std_norm",
            f"true with learner.advantage={c.learner.advantage} (std_norm switches GRPO's group std)",
            c.learner.std_norm)
@@ -114,6 +118,7 @@ def _validate(c: TrainConfig) -> None:
            f"at most the sequences per rank ({sequences // c.learner.num_ranks}), each step needs one",
            c.learner.mini_batches)
     _validate_cluster_resources(c)
+    _validate_colocation(c)
     check(c.buffer_capacity >= c.prompts_per_step, "buffer_capacity", f">= prompts_per_step ({c.prompts_per_step})",
            c.buffer_capacity)
     # Async: refill prompts are drawn after the batches already ahead, and their keys are added first; the
@@ -124,6 +129,30 @@ def _validate(c: TrainConfig) -> None:
     for name, minimum in c.rejection.require.items():
         check(isinstance(minimum, (int, float)) and not isinstance(minimum, bool), f"rejection.require.{name}",
                "a number (the lowest score an answer may have)", minimum)
+
+
+def _validate_colocation(c: TrainConfig) -> None:
+    """cluster.colocate pairs rollout worker i with learner rank i on one bundle and takes turns on it;
+    weight_sync.method=broadcast's group is fixed when the run starts."""
+    check(c.weight_sync.method == "shared_memory" or c.rollout.worker_bounds() == (c.rollout.num_workers,) * 2,
+           "rollout.max_workers", "0 with weight_sync.method=broadcast (its group is fixed when the run starts)",
+           c.rollout.max_workers)
+    if not c.cluster.colocate:
+        return
+    check(c.mode == "sync", "mode", "sync with cluster.colocate (the roles take turns on each device)", c.mode)
+    check(c.rollout.num_workers == c.learner.num_ranks, "rollout.num_workers",
+           f"learner.num_ranks ({c.learner.num_ranks}) with cluster.colocate: one worker per shared bundle",
+           c.rollout.num_workers)
+    check(c.rollout.worker_bounds() == (c.rollout.num_workers,) * 2, "rollout.max_workers",
+           "0 with cluster.colocate (a fixed pool, one worker per shared bundle)", c.rollout.max_workers)
+    shares = c.learner.num_gpus + c.rollout.num_gpus
+    check((c.learner.num_gpus > 0) == (c.rollout.num_gpus > 0) and shares <= 1, "rollout.num_gpus",
+           f"a fraction with learner.num_gpus ({c.learner.num_gpus}) of at most 1 together with cluster.colocate "
+           "(both 0 on CPU)", c.rollout.num_gpus)
+    check(c.rollout.backend == "hf" or c.rollout.num_gpus > 0, "rollout.backend",
+           "hf with cluster.colocate on CPU (vLLM's sleep mode needs a GPU)", c.rollout.backend)
+    check(c.weight_sync.method == "shared_memory" or c.rollout.num_gpus == 0, "weight_sync.method",
+           "shared_memory with cluster.colocate on GPUs (NCCL cannot pair two ranks on one GPU)", c.weight_sync.method)
 
 
 def _validate_data(d: DataConfig) -> None:

@@ -26,6 +26,7 @@ from rl_system.training import (
     shard_bounds, tis_cap, token_balanced_shards, token_budget_micro_batches,
 )
 from rl_system.types import PromptGroup
+from rl_system.weight_broadcast import SyncGroup, open_sync_group, send_weights
 from rl_system.weights import PublishSlots
 
 
@@ -52,6 +53,8 @@ class Learner:
         self.version = 0
         self._publish_slots: PublishSlots | None = None  # rank 0 packs every publish into these
         self._publish_dtype = "float32"
+        self._weight_group: SyncGroup | None = None  # weight_sync.method=broadcast: rank 0's group with the rollouts
+        self._weight_layout: list[tuple[str, tuple]] | None = None  # (name, shape) of every weight sent
 
     def precision(self) -> dict:
         return self.precision_report.as_dict()
@@ -264,6 +267,25 @@ class Learner:
         if self._publish_slots is None:
             self._publish_slots = PublishSlots(self._weights_numel(), self._publish_dtype)
         return self._publish_slots.pack(weights, self.version)
+
+    def open_weight_broadcast(self, host: str, port: int, world_size: int) -> None:
+        """weight_sync.method=broadcast: rank 0 serves the sync group on host:port, the rollout engines
+        join as ranks 1.. (all together, within sync_timeout_s); the other ranks have no part in it."""
+        if self.rank == 0:
+            self._weight_group = open_sync_group(host, port, 0, world_size, self.device, self.cfg.sync_timeout_s)
+
+    def broadcast_weights(self) -> dict | None:
+        """Sends the current weights through the sync group in buckets (rank 0; the other ranks walk the
+        weights with it: collective under ZeRO-3). Returns rank 0's {"bytes", "buckets", "seconds"}."""
+        if self._weight_layout is None:  # once: a walk of the weights, names and shapes only
+            self._weight_layout = [(name, tuple(tensor.shape)) for name, tensor in self._named_weights()]
+        weights = self._named_weights()
+        if self.rank != 0:
+            for _ in weights:
+                pass
+            return None
+        return send_weights(self._weight_group, self._weight_layout, weights, self.version,
+                            self.cfg.weight_sync.bucket_mib)
 
     def _weights_numel(self) -> int:
         """Values in a publish, counted without gathering (ZeRO-3 keeps a partitioned weight's full size in ds_numel)."""

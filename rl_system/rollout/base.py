@@ -55,6 +55,18 @@ class Sampler:
                 groups += self.single_turn_groups(part, params, policy_version, pre)
         return groups
 
+    def release(self) -> None:
+        """Frees this copy's device memory for the learner beside it (cluster.colocate): the weights and
+        any cache go; `restore` gives the weights their memory back, and the next publish fills it."""
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        """What this copy holds now: its device's allocated bytes on a GPU, its weights' bytes on the CPU."""
+        raise NotImplementedError
+
     def problems_per_call(self, params: SamplingParams) -> int:
         """Problems generated together; 0: all of a request at once."""
         return 0

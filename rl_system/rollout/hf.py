@@ -2,6 +2,7 @@
 per prompt from one prompt forward, recording each sampled token's behaviour log-prob."""
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import replace
 
@@ -232,6 +233,29 @@ class HFSampler(Sampler):
     def __init__(self, cfg: TrainConfig, tokenizer, model):
         super().__init__(cfg, tokenizer)
         self.model = model
+        self.released: dict[torch.nn.Parameter, torch.Size] = {}  # each released weight (tied ones once): its shape
+
+    def release(self) -> None:
+        """Each weight's storage goes (an empty tensor in its place, the Parameter kept: tied weights stay
+        tied); on a GPU, the allocator's cache too."""
+        for param in dict.fromkeys(self.model.parameters()):
+            self.released[param] = param.shape
+            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+        gc.collect()
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def restore(self) -> None:
+        """Memory for every released weight, its values undefined until the next publish loads them."""
+        for param, shape in self.released.items():
+            param.data = torch.empty(shape, dtype=param.dtype, device=param.device)
+        self.released = {}
+
+    def memory_bytes(self) -> int:
+        if self.model.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.model.device)
+        storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in self.model.parameters()}
+        return sum(storages.values())
 
     def problems_per_call(self, params: SamplingParams) -> int:
         return max(1, self.cfg.rollout.max_batch_sequences // params.n)

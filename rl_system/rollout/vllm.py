@@ -129,6 +129,7 @@ class VLLMSampler(Sampler):
                             gpu_memory_utilization=rc.gpu_memory_utilization, max_model_len=rc.vllm_max_model_len or None,
                             enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",
+                            enable_sleep_mode=cfg.cluster.colocate,  # release/restore (a GPU only: config check)
                             trust_remote_code=cfg.model.trust_remote_code)
 
     def single_turn_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
@@ -167,6 +168,21 @@ class VLLMSampler(Sampler):
         sampling = self.vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         [out] = self.llm.generate([{"prompt_token_ids": token_ids}], sampling, use_tqdm=False)
         return [step[token].logprob for token, step in zip(token_ids[first:], out.prompt_logprobs[first:])]
+
+    def release(self) -> None:
+        """Sleep level 2: the weights are dropped, not kept in host memory, since the next publish
+        refills them; the KV cache goes too."""
+        self.llm.sleep(level=2)
+
+    def restore(self) -> None:
+        self.llm.wake_up()
+
+    def memory_bytes(self) -> int:
+        """The GPU's used bytes (vLLM's sleep-mode pool is not torch's allocator); 0 on the CPU."""
+        if not torch.cuda.is_available():
+            return 0
+        free, total = torch.cuda.mem_get_info()
+        return total - free
 
     def load_weights(self, slot: dict, expected_version: int) -> int:
         """`slot`: a published version's manifest and the path of the shared slot holding it (no bytes)."""
