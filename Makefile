@@ -54,7 +54,8 @@ test: install-all
 # The edit-test loop: the core's unit tests (configs, data, rewards, losses, search, CLI, docs), no Ray,
 # no DeepSpeed engine, no vLLM; a few minutes at most on a 2-core machine. `make test` runs them all.
 FAST_TESTS := $(addsuffix .py,$(addprefix tests/test_,bad_inputs buffer cli cluster_manifests cluster_units config \
-	config_reference core_is_ray_free data docs envs grpo import_graph mixture peer_formats resources rewards rundir search))
+	config_reference core_is_ray_free data docs envs grpo import_graph mixture peer_formats resources rewards rundir search \
+	traces))
 test-fast: install-all
 	$(PY) -m pytest -q -m "not integration" --durations=5 $(FAST_TESTS)
 
