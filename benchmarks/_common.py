@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,14 @@ from rl_system.models.precision import cpu_flags, cpu_model_name
 from rl_system.pipeline import r1_zero
 
 DEMO_CONFIG = "configs/r1_zero.yaml"
+
+
+def cli(*args: str) -> float:
+    """One `python -m rl_system` command, its output passed through; its wall time."""
+    print("\n$ python -m rl_system " + " ".join(args), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "rl_system", *args], check=True)
+    return time.perf_counter() - start
 
 
 def median_seconds(fn, repeats: int, warmup: int) -> float:

@@ -16,21 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from _common import cli
 
 MIX = "configs/r1_zero_mix.yaml"
 TARGETS = "[chain_sum_3x2, basic_arithmetic]"
-
-
-def cli(*args: str) -> float:
-    """One `python -m rl_system` command, its output passed through; its wall time."""
-    print("\n$ python -m rl_system " + " ".join(args), flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rl_system", *args], check=True)
-    return time.perf_counter() - start
 
 
 def search_rows(out_dir: Path) -> list[dict]:

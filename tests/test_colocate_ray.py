@@ -9,15 +9,9 @@ ray = pytest.importorskip("ray")
 from actors.controller import RayWorkers, resolve_paths  # noqa: E402
 from rl_system.config import load_config  # noqa: E402
 from rl_system.models import load_model  # noqa: E402
+from tests.test_weight_publish_ray import shift_learner  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-def shift_learner(rank, shift: float, version: int) -> None:
-    with torch.no_grad():
-        for p in rank.engine.module.parameters():
-            p.add_(shift)
-    rank.version = version
 
 
 def placement(actor) -> str:
