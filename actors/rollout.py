@@ -104,9 +104,7 @@ class RolloutWorker:
         # vLLM's engine maps a slot itself: the learner's, or this worker's copy of a far publish.
         if isinstance(self.sampler, VLLMSampler):
             if not near:
-                if self.local_slots is None:
-                    self.local_slots = PublishSlots(sum(numel for *_, numel in packed["manifest"]), packed["dtype"])
-                packed = self.local_slots.store({**packed, "data": self._published_bytes(packed)})
+                packed = self._local_copy({**packed, "data": self._published_bytes(packed)})
             self.policy_version = self.sampler.load_weights(slot_reference(packed), version)
             return self.policy_version
         # The slot mapped in place, or a read-only view of this node's object-store copy. CPU parameters
@@ -126,11 +124,8 @@ class RolloutWorker:
         packed = receive_weights(self.weight_group, version, shapes, self.precision_report.dtype,
                                  self.cfg.weight_sync.bucket_mib)
         if vllm:  # vLLM's workers load from a slot they map: this worker's copy of the publish
-            data = packed["data"].cpu().view(torch.uint8).numpy()
-            if self.local_slots is None:
-                self.local_slots = PublishSlots(data.size * 8 // torch.finfo(packed["data"].dtype).bits, packed["dtype"])
-            self.policy_version = self.sampler.load_weights(
-                slot_reference(self.local_slots.store({**packed, "data": data})), version)
+            packed = self._local_copy({**packed, "data": packed["data"].cpu().view(torch.uint8).numpy()})
+            self.policy_version = self.sampler.load_weights(slot_reference(packed), version)
         else:  # CPU weights become views of the received buffer (a new one each sync)
             self.policy_version = load_packed_weights(self.sampler.model, packed, version, share_buffer=True)
         return self.policy_version
@@ -150,6 +145,13 @@ class RolloutWorker:
             self.sampler.restore()
             self.released = False
         return self.sampler.memory_bytes()
+
+    def _local_copy(self, packed: dict) -> dict:
+        """A publish this worker's vLLM engine cannot map where it is (another node's, or a broadcast's),
+        stored in this worker's own slots."""
+        if self.local_slots is None:
+            self.local_slots = PublishSlots(sum(numel for *_, numel in packed["manifest"]), packed["dtype"])
+        return self.local_slots.store(packed)
 
     @staticmethod
     def _published_bytes(packed: dict):

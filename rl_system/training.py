@@ -178,6 +178,7 @@ def grpo_loss(model, batch: dict, cfg: LearnerConfig, normalizer: float, learner
     per_token, clipped, dual_clipped = clipped_policy_loss(logprobs, ratio_base, batch["advantages"],
                                                            cfg.epsilon_low, cfg.epsilon_high, cfg.dual_clip)
     mismatch = (logprobs.detach() - behaviour).abs() * mask  # learner vs rollout, same tokens
+    staleness = (learner_version - batch["token_versions"]) * mask  # versions the learner is ahead of each token's
     stats = {
         "tokens": mask.sum().item(),
         "clipped_tokens": (clipped * mask).sum().item(),
@@ -185,9 +186,8 @@ def grpo_loss(model, batch: dict, cfg: LearnerConfig, normalizer: float, learner
         "entropy": (entropy.detach() * mask).sum().item(),
         "behaviour_logprob_abs_diff": mismatch.sum().item(),
         "behaviour_logprob_abs_diff_max": mismatch.max().item() if mismatch.numel() else 0.0,
-        # versions the learner is ahead of the weights that sampled each token
-        "token_staleness": ((learner_version - batch["token_versions"]) * mask).sum().item(),
-        "token_staleness_max": ((learner_version - batch["token_versions"]) * mask).max().item() if mask.numel() else 0,
+        "token_staleness": staleness.sum().item(),
+        "token_staleness_max": staleness.max().item() if mask.numel() else 0,
     }
     if tis_cap > 0:
         weight = truncated_importance_weight(old, behaviour, tis_cap)

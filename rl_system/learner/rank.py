@@ -96,6 +96,7 @@ class Learner:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.setup("127.0.0.1", port, publish_dtype)
+
     def _reference_model(self, deepspeed, ds_config: dict):
         """The frozen initial policy, as learner.reference places it: a full copy on this rank's
         device, or (ZeRO-3) a ZeRO-3 inference engine, partitioned over the ranks or offloaded."""
