@@ -536,7 +536,7 @@ def step_plan(command: str, checked: Checked) -> list[str]:
         rl_steps = " and ".join(f"{label} {steps}" for stage, label, steps in (
             ("reasoning_rl", "reasoning RL", r1.reasoning_rl_steps),
             ("all_scenario_rl", "all-scenario RL", r1.all_scenario_rl_steps)) if stage in stages)
-        return [f"stages: {' -> '.join(stages)}" + (f" (cold start: {r1.cold_start})"),
+        return [f"stages: {' -> '.join(stages)} (cold start: {r1.cold_start})",
                 (f"steps: {rl_steps or 'no RL'} steps x {per_step}; each SFT {cfg.sft.epochs} epochs on "
                  f"{cfg.sft.num_workers} workers"), cadence]
     if command == "star":
