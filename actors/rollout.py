@@ -79,7 +79,6 @@ class RolloutWorker:
         self.shared_weights = SharedWeightsReader()
         self.local_slots: PublishSlots | None = None  # vLLM off the learner's node: its copy of each publish
         self.weight_group: SyncGroup | None = None  # weight_sync.method=broadcast
-        self.released = False  # cluster.colocate: the generation copy's memory is the learner's for now
         if cfg.rollout.partial_rollout:
             self.sampler.weights = PublishedWeights(self)
         version, packed_ref = ray.get(ray.get_actor(WEIGHT_STORE).latest.remote())
@@ -135,15 +134,12 @@ class RolloutWorker:
         bytes it held while generating and after the release."""
         held = self.sampler.memory_bytes()
         self.sampler.release()
-        self.released = True
         return {"generate": held, "released": self.sampler.memory_bytes()}
 
     def restore(self) -> int:
         """cluster.colocate, before a publish: memory for the weights again (filled by the load). Returns
         the bytes held then."""
-        if self.released:
-            self.sampler.restore()
-            self.released = False
+        self.sampler.restore()
         return self.sampler.memory_bytes()
 
     def _local_copy(self, packed: dict) -> dict:

@@ -38,7 +38,6 @@ class LocalWorkers:
         self.envs = LocalEnvs(cfg.env) if cfg.env.name else None  # multi-turn: one runner, not one per call
         self.scorer = GroupScorer(cfg.reward, cfg.rollout.max_new_tokens)
         self.ledger = GroupLedger(cfg.buffer_capacity, cfg.max_staleness)
-        self.released = False  # cluster.colocate: the sampler's memory is the learner's between train and sync
         self.phase_memory: dict[str, float] = {}
 
     def precision(self) -> list[dict]:
@@ -68,16 +67,14 @@ class LocalWorkers:
         if self.cfg.cluster.colocate:  # as RayWorkers: generation is done, its memory goes to the learner
             self.phase_memory["memory/rollout_generate_gib"] = self.sampler.memory_bytes() / 2**30
             self.sampler.release()
-            self.released = True
             self.phase_memory["memory/rollout_released_gib"] = self.sampler.memory_bytes() / 2**30
         stats = self.learner.train([group for _, group in batch])
         self.ledger.acknowledge([key for key, _ in batch])
         return stats
 
     def sync_weights(self, version: int, wait: bool = True) -> None:
-        if self.released:
+        if self.cfg.cluster.colocate:  # the learner is done: the sampler's memory back, for the load below
             self.sampler.restore()
-            self.released = False
             self.phase_memory["memory/rollout_restored_gib"] = self.sampler.memory_bytes() / 2**30
         self.policy_version = load_packed_weights(self.sampler.model, self.learner.packed_weights(),
                                                   expected_version=version)

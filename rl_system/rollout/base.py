@@ -61,6 +61,7 @@ class Sampler:
         raise NotImplementedError
 
     def restore(self) -> None:
+        """Undoes `release`; nothing to do where nothing was released."""
         raise NotImplementedError
 
     def memory_bytes(self) -> int:

@@ -131,6 +131,7 @@ class VLLMSampler(Sampler):
                             worker_extension_cls=f"{__name__}.WeightLoaderExtension",
                             enable_sleep_mode=cfg.cluster.colocate,  # release/restore (a GPU only: config check)
                             trust_remote_code=cfg.model.trust_remote_code)
+        self.asleep = False  # released (cluster.colocate) until restored
 
     def single_turn_groups(self, problems: list[Problem], params: SamplingParams, policy_version: int,
                            prefills: list[str]) -> list[PromptGroup]:
@@ -173,9 +174,12 @@ class VLLMSampler(Sampler):
         """Sleep level 2: the weights are dropped, not kept in host memory, since the next publish
         refills them; the KV cache goes too."""
         self.llm.sleep(level=2)
+        self.asleep = True
 
     def restore(self) -> None:
-        self.llm.wake_up()
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def memory_bytes(self) -> int:
         """The GPU's used bytes (vLLM's sleep-mode pool is not torch's allocator); 0 on the CPU."""
